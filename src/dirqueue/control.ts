@@ -1,0 +1,119 @@
+/**
+ * Control files (spec section 5): validation, serialisation and parsing exactly as IPC::DirQueue 1.1 does them.
+ *
+ * Encoding: the format has none, it moves bytes. JS strings given to us are written as UTF-8 (the trap's metadata
+ * are JS strings); Buffers are written byte for byte. The metadatum rules are checked on those bytes, because that is
+ * what Perl checks and reads. The parser decodes keys and values as UTF-8 (non-UTF-8 bytes written by other
+ * producers become U+FFFD in `metadata`; `rawMetadata` keeps the bytes).
+ */
+
+export type MetaValue = string | Buffer;
+export type Metadata = Readonly<Record<string, MetaValue>>;
+
+export class InvalidMetadatumError extends Error {
+  readonly code = 'EINVALIDMETADATUM';
+  constructor(readonly key: string) {
+    super(`invalid metadatum: '${key}'`);
+    this.name = 'InvalidMetadatumError';
+  }
+}
+
+const COLON = 0x3a;
+const NUL = 0x00;
+const NL = 0x0a;
+const Q = 0x51;
+
+function toBytes(v: MetaValue): Buffer {
+  return typeof v === 'string' ? Buffer.from(v, 'utf8') : v;
+}
+
+/** Perl refuses `^Q...$` keys (4 bytes, first `Q`), keys with `:`/NUL/LF and values with NUL/LF. */
+export function metadatumProblem(key: Buffer, value: Buffer): boolean {
+  if (key.length === 4 && key[0] === Q) return true;
+  if (key.includes(COLON) || key.includes(NUL) || key.includes(NL)) return true;
+  return value.includes(NUL) || value.includes(NL);
+}
+
+/** Throws InvalidMetadatumError for the first bad key; call before anything is written. */
+export function validateMetadata(metadata: Metadata): void {
+  for (const [k, v] of Object.entries(metadata)) {
+    if (typeof v !== 'string' && !Buffer.isBuffer(v)) {
+      throw new TypeError(`metadatum '${k}' must be a string or Buffer, got ${typeof v}`);
+    }
+    if (metadatumProblem(Buffer.from(k, 'utf8'), toBytes(v))) throw new InvalidMetadatumError(k);
+  }
+}
+
+export interface ControlFields {
+  /** Absolute path of the data file. */
+  dataPath: string;
+  size: number;
+  sec: number;
+  usec: number;
+  hostname: string;
+}
+
+/** The five fields in IPC::DirQueue's order, then one line per metadatum, every line ending in LF. */
+export function serializeControl(fields: ControlFields, metadata: Metadata): Buffer {
+  validateMetadata(metadata);
+  if (/[\0\n]/.test(fields.dataPath) || /[\0\n]/.test(fields.hostname)) {
+    throw new Error('data path and host name must not contain NUL or newline');
+  }
+  const head =
+    `QDFN: ${fields.dataPath}\n` +
+    `QDSB: ${fields.size}\n` +
+    `QSTT: ${fields.sec}\n` +
+    `QSTM: ${fields.usec}\n` +
+    `QSHN: ${fields.hostname}\n`;
+  const parts: Buffer[] = [Buffer.from(head, 'utf8')];
+  for (const [k, v] of Object.entries(metadata)) {
+    parts.push(Buffer.from(`${k}: `, 'utf8'), toBytes(v), Buffer.from('\n'));
+  }
+  return Buffer.concat(parts);
+}
+
+export interface ParsedControl {
+  /** Fields whose key matched ^Q[A-Z]{3}$ (QDFN, QDSB, ...); undefined where Perl would store undef. */
+  fields: Record<string, string | undefined>;
+  metadata: Record<string, string>;
+  rawMetadata: Map<string, Buffer>;
+}
+
+function* lines(buf: Buffer): Generator<Buffer> {
+  let start = 0;
+  while (start < buf.length) {
+    const nl = buf.indexOf(NL, start);
+    const end = nl < 0 ? buf.length : nl + 1;
+    yield buf.subarray(start, end);
+    start = end;
+  }
+}
+
+const FIELD_RE = /^Q[A-Z]{3}\n?$/;
+
+/**
+ * Reads a control file as `read_control_file` does: split each line at the first ": ", drop the last byte of the
+ * line whatever it is, keys matching ^Q[A-Z]{3}$ (Perl's `$` also before a final LF) are fields, later keys win.
+ * A line without ": " is all key and has an undef value, which becomes '' in `metadata`.
+ */
+export function parseControl(buf: Buffer): ParsedControl {
+  // Null prototypes: a key such as "__proto__" is ordinary metadata here.
+  const out: ParsedControl = {
+    fields: Object.create(null) as Record<string, string | undefined>,
+    metadata: Object.create(null) as Record<string, string>,
+    rawMetadata: new Map(),
+  };
+  for (const line of lines(buf)) {
+    const sep = line.indexOf(': ');
+    const key = (sep < 0 ? line : line.subarray(0, sep)).toString('utf8');
+    const value = sep < 0 ? undefined : line.subarray(sep + 2, Math.max(sep + 2, line.length - 1));
+    if (FIELD_RE.test(key)) {
+      out.fields[key] = value === undefined ? undefined : value.toString('utf8');
+    } else {
+      const v = value ?? Buffer.alloc(0);
+      out.metadata[key] = v.toString('utf8');
+      out.rawMetadata.set(key, Buffer.from(v));
+    }
+  }
+  return out;
+}

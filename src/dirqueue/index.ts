@@ -1,0 +1,6 @@
+export * from './names';
+export * from './control';
+export * from './writer';
+export * from './reader';
+export * from './sweep';
+export * from './instance-lock';

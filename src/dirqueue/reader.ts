@@ -1,0 +1,309 @@
+/**
+ * Reads and consumes IPC::DirQueue 1.1 queues with the same lock protocol as Perl's pickup_queued_job (spec sections
+ * 6, 7 and 9), so Node and Perl consumers can work one queue together.
+ */
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomInt } from 'node:crypto';
+import { parseControl, ParsedControl } from './control';
+import { isJobName, sortNames } from './names';
+
+/** IPC::DirQueue's active_file_lifetime. */
+export const ACTIVE_FILE_LIFETIME_S = 600;
+
+export interface DirQueueReaderOptions {
+  hostname?: string;
+  /** Where IPC::DirQueue would `warn`; defaults to process.emitWarning. */
+  warn?: (msg: string) => void;
+}
+
+export interface QueueStats {
+  jobs: number;
+  bytes: number;
+  /** Age of the oldest job by its QSTT/QSTM, null for an empty queue. */
+  oldestSeconds: number | null;
+}
+
+function errCode(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | null)?.code;
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await fsp.stat(p)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+async function readIfExists(p: string): Promise<Buffer | null> {
+  try {
+    return await fsp.readFile(p);
+  } catch (e) {
+    if (errCode(e) === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+/** Perl's kill(0, PID): true only when the signal could be sent; EPERM counts as a dead owner, as in Perl. */
+export function perlKillZero(pidText: string): boolean {
+  // Perl reads "12abc" as 12 and "" as 0; kill(0, 0) probes our own process group and succeeds.
+  const m = /^\s*([+-]?\d+)/.exec(pidText);
+  const pid = m ? Number(m[1]) : 0;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function chompLine(s: string | undefined): string {
+  return (s ?? '').replace(/\n$/, '');
+}
+
+export class Job {
+  readonly jobId: string;
+  readonly queuePath: string;
+  readonly activePath: string;
+  readonly dataPath: string;
+  readonly size: number;
+  readonly submittedSecs: number;
+  readonly submittedUsecs: number;
+  readonly hostname: string;
+  readonly metadata: Record<string, string>;
+  readonly rawMetadata: Map<string, Buffer>;
+  /** Only for jobs from visitAll(): who holds the active/ lock, if anyone. */
+  readonly activeHost: string | null;
+  readonly activePid: string | null;
+  /** visitAll() jobs: finish() and returnToQueue() do nothing, as in IPC::DirQueue. */
+  readonly readOnly: boolean;
+
+  constructor(
+    init: { jobId: string; queuePath: string; activePath: string; readOnly: boolean; activeHost?: string | null; activePid?: string | null },
+    parsed: ParsedControl,
+    private readonly warn: (msg: string) => void,
+  ) {
+    this.jobId = init.jobId;
+    this.queuePath = init.queuePath;
+    this.activePath = init.activePath;
+    this.readOnly = init.readOnly;
+    this.activeHost = init.activeHost ?? null;
+    this.activePid = init.activePid ?? null;
+    const f = parsed.fields;
+    this.dataPath = f['QDFN'] ?? '';
+    this.size = Number(f['QDSB'] ?? NaN);
+    this.submittedSecs = Number(f['QSTT'] ?? NaN);
+    this.submittedUsecs = Number(f['QSTM'] ?? NaN);
+    this.hostname = f['QSHN'] ?? '';
+    this.metadata = parsed.metadata;
+    this.rawMetadata = parsed.rawMetadata;
+  }
+
+  readData(): Promise<Buffer> {
+    return fsp.readFile(this.dataPath);
+  }
+
+  openStream(): fs.ReadStream {
+    return fs.createReadStream(this.dataPath);
+  }
+
+  /** Job.pm's finish: queue file, then data file, then the lock; each failure is a warning, not an exception. */
+  async finish(): Promise<void> {
+    if (this.readOnly) return;
+    for (const p of [this.queuePath, this.dataPath, this.activePath]) {
+      await fsp.unlink(p).catch((e: unknown) => this.warn(`IPC::DirQueue: unlink failed: ${p}: ${errCode(e) ?? e}`));
+    }
+  }
+
+  /** The job is at once available again under the same name. */
+  async returnToQueue(): Promise<void> {
+    if (this.readOnly) return;
+    await fsp.unlink(this.activePath).catch((e: unknown) => this.warn(`IPC::DirQueue: unlink failed: ${this.activePath}: ${errCode(e) ?? e}`));
+  }
+
+  /** Restarts the 600 s after which other consumers may consider the lock stale. */
+  async touchActiveLock(): Promise<void> {
+    const now = new Date();
+    await fsp.utimes(this.activePath, now, now);
+  }
+}
+
+export class DirQueueReader {
+  readonly dir: string;
+  readonly hostname: string;
+  private readonly warn: (msg: string) => void;
+  private readonly ensured = new Set<string>();
+
+  constructor(dir: string, opts: DirQueueReaderOptions = {}) {
+    // Kept as given, like IPC::DirQueue: only QDFN (written by the writer) has to be absolute.
+    this.dir = dir;
+    this.hostname = opts.hostname ?? os.hostname();
+    this.warn = opts.warn ?? ((msg) => process.emitWarning(msg, 'DirQueueWarning'));
+  }
+
+  private sub(name: 'queue' | 'active' | 'tmp'): string {
+    return path.join(this.dir, name);
+  }
+
+  /** Job names in pickup order (byte order; entries not starting with a digit are not jobs). */
+  async list(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.sub('queue'));
+    } catch (e) {
+      if (errCode(e) === 'ENOENT') return [];
+      throw e;
+    }
+    return sortNames(names.filter(isJobName));
+  }
+
+  /**
+   * Counts jobs in queue/ (active ones included) and sums their QDSB. Cost: a readdir plus one read of every control
+   * file, so O(jobs) file opens: meant for occasional checks, not for every metrics scrape.
+   */
+  async stats(): Promise<QueueStats> {
+    const out: QueueStats = { jobs: 0, bytes: 0, oldestSeconds: null };
+    let oldest = Infinity;
+    for (const name of await this.list()) {
+      const buf = await readIfExists(path.join(this.sub('queue'), name));
+      if (!buf) continue;
+      const f = parseControl(buf).fields;
+      out.jobs++;
+      const size = Number(f['QDSB']);
+      if (Number.isFinite(size)) out.bytes += size;
+      const t = Number(f['QSTT']) + Number(f['QSTM'] ?? 0) / 1e6;
+      if (Number.isFinite(t)) oldest = Math.min(oldest, t);
+    }
+    if (oldest !== Infinity) out.oldestSeconds = Math.max(0, Date.now() / 1000 - oldest);
+    return out;
+  }
+
+  /** visit_all_jobs: no locking; jobs whose data file is missing are skipped with IPC::DirQueue's warning. */
+  async visitAll(cb: (job: Job) => void | Promise<void>): Promise<void> {
+    for (const name of await this.list()) {
+      const queuePath = path.join(this.sub('queue'), name);
+      if (!(await isFile(queuePath))) continue;
+      const activePath = path.join(this.sub('active'), name);
+      const lock = (await readIfExists(activePath).catch(() => null))?.toString('utf8').split('\n');
+      const buf = await readIfExists(queuePath);
+      if (!buf) continue;
+      const parsed = parseControl(buf);
+      if (!(await this.dataUsable(parsed))) {
+        this.warn(`IPC::DirQueue: cannot read control file: ${queuePath}`);
+        continue;
+      }
+      const job = new Job(
+        { jobId: name, queuePath, activePath, readOnly: true, activeHost: lock ? chompLine(lock[0]) : null, activePid: lock ? chompLine(lock[1]) : null },
+        parsed,
+        this.warn,
+      );
+      await cb(job);
+    }
+  }
+
+  /** pickup_queued_job: the first job in order that nobody holds, locked through active/NAME; null when none. */
+  async pickup(): Promise<Job | null> {
+    await this.ensureDir(this.sub('active'));
+    for (const name of await this.list()) {
+      const job = await this.tryPickup(name);
+      if (job) return job;
+    }
+    return null;
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.ensured.has(dir)) return;
+    await fsp.mkdir(dir, { recursive: true, mode: 0o777 });
+    this.ensured.add(dir);
+  }
+
+  private async dataUsable(parsed: ParsedControl): Promise<boolean> {
+    const qdfn = parsed.fields['QDFN'];
+    return !!qdfn && (await isFile(qdfn));
+  }
+
+  /** Step 1: may we go on with NAME given an existing active/ lock? Breaks the lock when its owner is provably gone. */
+  private async lockAllowsPickup(activePath: string): Promise<boolean> {
+    let st: fs.Stats;
+    try {
+      st = await fsp.lstat(activePath);
+    } catch {
+      return true;
+    }
+    const age = Date.now() / 1000 - Math.floor(st.mtimeMs / 1000);
+    if (age < ACTIVE_FILE_LIFETIME_S) return false;
+    if (await this.ownerStillWorking(activePath)) return false;
+    // The random fudge keeps two consumers from both breaking a lock and the second removing the first's new one.
+    if (age < ACTIVE_FILE_LIFETIME_S + randomInt(256)) return false;
+    await fsp.unlink(activePath).catch(() => this.warn(`IPC::DirQueue: unlink failed: ${activePath}`));
+    this.warn(`IPC::DirQueue: killed stale lockfile: ${activePath}`);
+    return true;
+  }
+
+  /** An unreadable lock means a dead owner; a lock from another host is never ours to judge. */
+  private async ownerStillWorking(activePath: string): Promise<boolean> {
+    let text: string;
+    try {
+      text = (await fsp.readFile(activePath)).toString('utf8');
+    } catch {
+      return false;
+    }
+    const [host, pid] = text.split('\n');
+    if ((host ?? '') !== this.hostname) return true;
+    return perlKillZero(pid ?? '');
+  }
+
+  private async tryPickup(name: string): Promise<Job | null> {
+    const queuePath = path.join(this.sub('queue'), name);
+    const activePath = path.join(this.sub('active'), name);
+    if (!(await this.lockAllowsPickup(activePath))) return null;
+
+    await this.ensureDir(this.sub('tmp'));
+    const tmpLock = path.join(this.sub('tmp'), `${name}.${Math.floor(Date.now() / 1000)}.${this.hostname}.${process.pid}.active`);
+    try {
+      await fsp.writeFile(tmpLock, `${this.hostname}\n${process.pid}\n`, { flag: 'wx', mode: 0o666 });
+    } catch (e) {
+      if (errCode(e) !== 'EEXIST') this.warn(`IPC::DirQueue: cannot open ${tmpLock} for write: ${errCode(e) ?? e}`);
+      return null;
+    }
+    const dropTmp = () => fsp.unlink(tmpLock).catch(() => this.warn(`IPC::DirQueue: unlink failed: ${tmpLock}`));
+
+    if (!(await isFile(queuePath)) || !(await this.linkLock(tmpLock, activePath))) {
+      await dropTmp();
+      return null;
+    }
+    await dropTmp();
+
+    const buf = await readIfExists(queuePath).catch(() => null);
+    if (!buf) {
+      // Another consumer finished the job between our listing and our lock.
+      await fsp.unlink(activePath).catch(() => undefined);
+      return null;
+    }
+    const parsed = parseControl(buf);
+    // IPC::DirQueue keeps its lock here: the job stays untaken while this process lives.
+    if (!(await this.dataUsable(parsed))) return null;
+    return new Job({ jobId: name, queuePath, activePath, readOnly: false }, parsed, this.warn);
+  }
+
+  /** link_into_dir_no_retry: we hold the lock only if active/NAME is our tmp lock's inode, whatever link returned. */
+  private async linkLock(tmpLock: string, activePath: string): Promise<boolean> {
+    let mine: fs.BigIntStats;
+    try {
+      mine = await fsp.lstat(tmpLock, { bigint: true });
+    } catch {
+      return false;
+    }
+    if (await isFile(activePath)) return false;
+    await fsp.link(tmpLock, activePath).catch(() => undefined);
+    try {
+      const st = await fsp.lstat(activePath, { bigint: true });
+      return st.dev === mine.dev && st.ino === mine.ino && st.uid === mine.uid;
+    } catch {
+      return false;
+    }
+  }
+}
