@@ -1,0 +1,204 @@
+/**
+ * Every place where spamtrapd bends smtp-server's behaviour, in one module, against the pinned version
+ * (3.21.6; test/smtp-overrides.test.ts fails if an upgrade moves the internals relied on here).
+ *
+ * smtp-server is a submission-grade server; a trap must instead record bots as they are:
+ *  - no 100 ms greeting hold, and a client that talks before the greeting is captured, not refused;
+ *  - `MAIL FROM:user@host` without angle brackets is accepted (qpsmtpd's dont_require_anglebrackets);
+ *  - any HELO/EHLO argument is accepted and kept raw (not lower-cased) for the Received header;
+ *  - the RCPT reply text comes from the rcpt_regexp rule, and some rules close the connection after it;
+ *  - a DATA phase has an absolute deadline, so a slow-drip client cannot hold a session forever;
+ *  - every reply passes one tap, so rejections are counted where they are sent.
+ */
+import type net from 'node:net';
+import type tls from 'node:tls';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+
+/** The pinned smtp-server version these overrides were written against. */
+export const SMTP_SERVER_VERSION = '3.21.6';
+
+/** Trap state kept on smtp-server's session object (which smtp-server reuses across transactions). */
+export interface TrapSessionState {
+  /** HELO/EHLO argument exactly as the client sent it; null before any HELO/EHLO. */
+  trapHelo?: string | null;
+  /** Reply text for the RCPT being answered with 250, set by onRcptTo. */
+  trapRcptReply?: string | null;
+  /** Set by onRcptTo when the rule says to close the connection after the reply. */
+  trapDisconnect?: boolean;
+  /** True when the client sent a command before the greeting. */
+  trapEarlyTalker?: boolean;
+}
+export type TrapSession = SMTPServerSession & TrapSessionState;
+
+export interface TrapHooks {
+  /** Delay before the greeting. 0 (the default) greets at once; early talkers are only visible with a delay. */
+  greetingDelayMs: number;
+  /** Absolute limit on one DATA phase, from the 354 to the final dot. */
+  dataTimeoutMs: number;
+  /** Called once per connection whose client spoke before the greeting. */
+  onEarlyTalker(session: TrapSession): void;
+  /** Called for every reply sent; `context` is smtp-server's reply context (e.g. 'TOO_MANY_RECIPIENTS'). */
+  onReply(session: TrapSession, code: number, text: string, context: string | false | undefined): void;
+}
+
+export type TrapServerOptions = SMTPServerOptions & { trap: TrapHooks };
+
+type Callback = () => void;
+
+/** The argument of HELO/EHLO as given: everything after the verb and its separating white space. */
+export function heloArgument(command: Buffer | string): string {
+  return command
+    .toString()
+    .replace(/^\s*\S+[ \t]*/, '')
+    .replace(/[ \t\r\n]+$/, '');
+}
+
+/**
+ * Adds the angle brackets a bracketless `MAIL FROM:`/`RCPT TO:` address lacks, leaving parameters as they are.
+ * An empty address stays empty, so smtp-server still answers it with a syntax error.
+ */
+export function bracketAddressCommand(command: string): string {
+  const colon = command.indexOf(':');
+  if (colon < 0) return command;
+  const rest = command.slice(colon + 1).trim();
+  if (rest === '' || rest.startsWith('<')) return command;
+  const space = rest.search(/\s/);
+  const address = space < 0 ? rest : rest.slice(0, space);
+  const params = space < 0 ? '' : rest.slice(space);
+  return `${command.slice(0, colon + 1)}<${address}>${params}`;
+}
+
+export class TrapConnection extends SMTPConnection {
+  private earlyCommand: [Buffer, Callback | undefined] | null = null;
+  private dataDeadline: NodeJS.Timeout | null = null;
+
+  private get hooks(): TrapHooks {
+    return (this._server.options as TrapServerOptions).trap;
+  }
+
+  private get trapSession(): TrapSession {
+    return this.session as TrapSession;
+  }
+
+  /** Replaces smtp-server's init(): same connection-limit check, but no fixed 100 ms hold before the greeting. */
+  override init(): void {
+    this._setListeners(() => {
+      const max = this._server.options.maxClients;
+      if (max && this._server.connections.size > max) {
+        this.send(421, `${this.name} Too many connected clients, try again in a moment`, false);
+        return;
+      }
+      const delay = this.hooks.greetingDelayMs;
+      if (delay > 0) setTimeout(() => this.connectionReady(), delay).unref();
+      else this.connectionReady();
+    });
+  }
+
+  /** A command before the greeting is held until the greeting is out, then answered: the bot is captured. */
+  override _onCommand(command: Buffer, callback?: Callback): void {
+    if (!this._ready && !this._upgrading && !this._closing && this.earlyCommand === null) {
+      if (!this.trapSession.trapEarlyTalker) {
+        this.trapSession.trapEarlyTalker = true;
+        this.hooks.onEarlyTalker(this.trapSession);
+      }
+      this.earlyCommand = [command, callback];
+      return;
+    }
+    super._onCommand(command, callback);
+  }
+
+  override _sendGreeting(): void {
+    super._sendGreeting();
+    const held = this.earlyCommand;
+    if (held) {
+      this.earlyCommand = null;
+      setImmediate(() => super._onCommand(held[0], held[1]));
+    }
+  }
+
+  override _parseAddressCommand(rawName: string, rawCommand: Buffer | string) {
+    return super._parseAddressCommand(rawName, bracketAddressCommand(rawCommand.toString()));
+  }
+
+  override handler_EHLO(command: Buffer, callback: Callback): void {
+    this.helo('EHLO', command, callback);
+  }
+
+  override handler_HELO(command: Buffer, callback: Callback): void {
+    this.helo('HELO', command, callback);
+  }
+
+  /**
+   * smtp-server answers 501 to an empty, multi-word or control-character HELO and lower-cases the rest.
+   * The trap accepts all of them: smtp-server gets a stand-in it accepts, and the raw argument is kept.
+   */
+  private helo(verb: 'HELO' | 'EHLO', command: Buffer, callback: Callback): void {
+    const raw = heloArgument(command);
+    const standIn = /^[\x21-\x7e]{1,255}$/.test(raw) ? raw : `[${this.remoteAddress}]`;
+    const handler = verb === 'EHLO' ? super.handler_EHLO : super.handler_HELO;
+    handler.call(this, Buffer.from(`${verb} ${standIn}`), callback);
+    this.trapSession.trapHelo = raw;
+  }
+
+  /** RCPT: the rule decides the reply text, and DENY_DISCONNECT closes the connection after a 550. */
+  override handler_RCPT(command: Buffer, callback: Callback): void {
+    super.handler_RCPT(command, () => {
+      const session = this.trapSession;
+      session.trapRcptReply = null;
+      if (session.trapDisconnect) {
+        session.trapDisconnect = false;
+        this.close();
+      }
+      callback();
+    });
+  }
+
+  override handler_DATA(command: Buffer, callback: Callback): void {
+    super.handler_DATA(command, callback);
+    if (!this._dataStream) return;
+    const stream = this._dataStream;
+    this.clearDataDeadline();
+    this.dataDeadline = setTimeout(() => {
+      this.dataDeadline = null;
+      if (this._dataStream === stream && this._parser && this._parser._dataMode) {
+        this.send(421, 'Timeout: message not received in time - closing connection', 'DATA_TIMEOUT');
+      }
+    }, this.hooks.dataTimeoutMs);
+    this.dataDeadline.unref();
+    stream.once('end', () => this.clearDataDeadline());
+    stream.once('close', () => this.clearDataDeadline());
+  }
+
+  private clearDataDeadline(): void {
+    if (this.dataDeadline) clearTimeout(this.dataDeadline);
+    this.dataDeadline = null;
+  }
+
+  override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    let text = data;
+    if (context === 'RCPT_TO_OK' && this.trapSession.trapRcptReply) text = this.trapSession.trapRcptReply;
+    this.hooks.onReply(this.trapSession, code, (Array.isArray(text) ? text[0] : text) ?? '', context);
+    super.send(code, text, context);
+  }
+
+  override _onClose(): void {
+    this.clearDataDeadline();
+    super._onClose();
+  }
+}
+
+export class TrapServer extends SMTPServer {
+  constructor(options: TrapServerOptions) {
+    super(options);
+  }
+
+  /** Same as smtp-server's connect(), with the trap's connection class. */
+  override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+    const connection = new TrapConnection(this, socket, socketOptions);
+    this.connections.add(connection);
+    connection.on('error', (err: Error) => this._onError(err));
+    connection.on('connect', (data: unknown) => this._onClientConnect(data as never));
+    connection.init();
+  }
+}

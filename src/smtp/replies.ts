@@ -1,0 +1,33 @@
+/**
+ * Which rejection a reply stands for, for `spamtrapd_rejections_total{reason}`. smtp-server sends these replies
+ * itself; the trap sees them only in the reply tap (overrides.ts), by code, context and text. Replies the trap
+ * decides on its own (rule replies, queue errors) are counted where they are decided, so they map to null here.
+ */
+export type RejectionReason =
+  | 'size'
+  | 'too_many_recipients'
+  | 'syntax'
+  | 'sequence'
+  | 'timeout'
+  | 'shutdown'
+  | 'connection_limit'
+  | 'unrecognized'
+  | 'http_request';
+
+export function classifyReply(code: number, text: string, context: string | false | undefined): RejectionReason | null {
+  if (context === 'MESSAGE_TOO_BIG') return 'size';
+  if (context === 'TOO_MANY_RECIPIENTS') return 'too_many_recipients';
+  if (context === 'DATA_TIMEOUT') return 'timeout';
+  if (code === 501 || context === 'SENDER_SYNTAX_ERROR' || context === 'MAILBOX_SYNTAX_ERROR') return 'syntax';
+  if (code === 503) return 'sequence';
+  if (code === 500 || /^Error: too many unrecognized commands/.test(text)) return 'unrecognized';
+  if (code === 421) {
+    if (/^Timeout/.test(text)) return 'timeout';
+    if (/shutting down/.test(text)) return 'shutdown';
+    if (/Too many connected clients|too many connections/i.test(text)) return 'connection_limit';
+    if (/HTTP requests not allowed/.test(text)) return 'http_request';
+    if (/^Error: too many unrecognized commands/.test(text)) return 'unrecognized';
+    if (/^Error: /.test(text)) return 'syntax';
+  }
+  return null;
+}

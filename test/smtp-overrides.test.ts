@@ -1,0 +1,232 @@
+/**
+ * Pins every smtp-server override (src/smtp/overrides.ts) to the internals it relies on. If an upgrade of
+ * smtp-server changes one of those methods, the fingerprint test fails and names the method to re-read;
+ * the behaviour tests then prove each override still does its job over a real socket.
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import {
+  bracketAddressCommand,
+  heloArgument,
+  SMTP_SERVER_VERSION,
+  TrapServer,
+  type TrapSession,
+} from '../src/smtp/overrides';
+import { repoRoot } from './helpers/daemon';
+import { RawSmtp } from './helpers/smtp-client';
+
+/**
+ * sha256 of the source of each upstream method an override replaces or wraps, as of smtp-server 3.21.6.
+ * A mismatch means: read the new upstream method, adapt the override, then update the fingerprint.
+ */
+const FINGERPRINTS: Record<string, string> = {
+  init: '1265a7d7ca8f5510b4ce94ce4c52bdc127a13b6ef912ec7f9dec69be7a662918',
+  _onCommand: '41c8a1b7a32aa314c86c485179116270ccf19b33619b6f12efd708011391bd85',
+  _sendGreeting: 'dc5cd4bb4b93013f5a3caa20980befda401851195f2c940a310095e347d5349a',
+  _parseAddressCommand: '6c12334d014173e8806c0e05fd22532a3b674bb43b3206a2b734ea89dbfd0281',
+  handler_EHLO: '42394b3ad94f3debdc14fc08f5e017635b00c85799bb3a8fa68b4a8aa5b0642a',
+  handler_HELO: 'b95050ffd35b5d29cad03e31f3b061d635329c85dba2b1dd69567762ad88fdd4',
+  handler_RCPT: 'ef2acd7214eaa466005564206adf3bb4a158ae3f5ac39af9a1e5aa5d88bc7435',
+  handler_DATA: '9eceecf35f56cecd54edca16d7d74edb8bf601d5d818f1e7b3c0cfc5acb8533e',
+  send: 'c33568c0111a58b2d16786c2ffebbeef6f040c6914742bbcae1c3b3b2507efcb',
+  _onClose: '097b8d221da5c5adf21bc20ebc4667a201005881d69e276868fab3452af76b9e',
+};
+
+function fingerprint(name: string): string {
+  const fn = (SMTPConnection.prototype as unknown as Record<string, () => void>)[name];
+  assert.equal(typeof fn, 'function', `SMTPConnection.prototype.${name} is gone`);
+  return crypto.createHash('sha256').update(fn.toString()).digest('hex');
+}
+
+describe('smtp-server pin', () => {
+  test('the installed smtp-server is the pinned version', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(repoRoot(), 'node_modules/smtp-server/package.json'), 'utf8'));
+    assert.equal(pkg.version, SMTP_SERVER_VERSION);
+    const ours = JSON.parse(fs.readFileSync(path.join(repoRoot(), 'package.json'), 'utf8'));
+    assert.equal(ours.dependencies['smtp-server'], SMTP_SERVER_VERSION, 'package.json must pin smtp-server exactly');
+  });
+
+  for (const name of Object.keys(FINGERPRINTS)) {
+    test(`upstream SMTPConnection.${name} is the one the override was written against`, () => {
+      assert.equal(fingerprint(name), FINGERPRINTS[name], `smtp-server's ${name} changed: re-check overrides.ts`);
+    });
+  }
+
+  test('the 100 ms greeting hold the init() override removes is still how upstream init() works', () => {
+    assert.match(SMTPConnection.prototype.init.toString(), /setTimeout\(\(\) => this\.connectionReady\(\), 100\)/);
+  });
+
+  test('upstream still answers an accepted RCPT with the RCPT_TO_OK context the reply override keys on', () => {
+    assert.match(SMTPConnection.prototype.handler_RCPT.toString(), /this\.send\(250, 'Accepted', 'RCPT_TO_OK'\)/);
+  });
+});
+
+describe('pure helpers', () => {
+  test('heloArgument keeps the argument as given', () => {
+    assert.equal(heloArgument(Buffer.from('EHLO Foo.Example')), 'Foo.Example');
+    assert.equal(heloArgument(Buffer.from('HELO   two words  ')), 'two words');
+    assert.equal(heloArgument(Buffer.from('EHLO')), '');
+    assert.equal(heloArgument(Buffer.from('helo x\ty')), 'x\ty');
+  });
+
+  test('bracketAddressCommand adds brackets only where missing', () => {
+    assert.equal(bracketAddressCommand('MAIL FROM:a@b'), 'MAIL FROM:<a@b>');
+    assert.equal(bracketAddressCommand('MAIL FROM: a@b SIZE=10'), 'MAIL FROM:<a@b> SIZE=10');
+    assert.equal(bracketAddressCommand('RCPT TO:<a@b>'), 'RCPT TO:<a@b>');
+    assert.equal(bracketAddressCommand('MAIL FROM:<>'), 'MAIL FROM:<>');
+    assert.equal(bracketAddressCommand('MAIL FROM:'), 'MAIL FROM:');
+    assert.equal(bracketAddressCommand('MAIL FROM'), 'MAIL FROM');
+  });
+});
+
+describe('overrides over a real socket', () => {
+  let server: TrapServer;
+  let port: number;
+  const early: string[] = [];
+  const replies: Array<[number, string | false | undefined]> = [];
+  const sessions: TrapSession[] = [];
+  let greetingDelayMs = 0;
+
+  before(async () => {
+    server = new TrapServer({
+      name: 'trap.test',
+      authOptional: true,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      hideENHANCEDSTATUSCODES: true,
+      disableReverseLookup: true,
+      lenientAddressParsing: true,
+      maxRecipients: 3,
+      logger: false,
+      onConnect(session, cb) {
+        sessions.push(session as TrapSession);
+        cb();
+      },
+      onRcptTo(address, session, cb) {
+        const s = session as TrapSession;
+        if (address.address.startsWith('bye@')) {
+          s.trapDisconnect = true;
+          return cb(Object.assign(new Error('Go away'), { responseCode: 550 }));
+        }
+        s.trapRcptReply = `<${address.address}>, recipient ok`;
+        cb();
+      },
+      onData(stream, _session, cb) {
+        stream.on('end', () => cb(null, 'queued'));
+        stream.resume();
+      },
+      trap: {
+        get greetingDelayMs() {
+          return greetingDelayMs;
+        },
+        dataTimeoutMs: 400,
+        onEarlyTalker: (s) => early.push(s.id),
+        onReply: (_s, code, _text, context) => replies.push([code, context]),
+      },
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    port = (server.server.address() as { port: number }).port;
+  });
+
+  after(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  test('greets at once: no 100 ms hold', async () => {
+    const t0 = performance.now();
+    const c = await RawSmtp.connect(port);
+    const g = await c.read();
+    const ms = performance.now() - t0;
+    c.close();
+    assert.equal(g.code, 220);
+    assert.ok(ms < 60, `greeting took ${ms.toFixed(1)} ms`);
+  });
+
+  test('a client that talks before the greeting is captured and counted, not refused', async () => {
+    greetingDelayMs = 200;
+    try {
+      const c = await RawSmtp.connect(port);
+      c.write('EHLO early.example\r\n');
+      const g = await c.read();
+      const e = await c.read();
+      c.close();
+      assert.equal(g.code, 220, 'the greeting comes first');
+      assert.equal(e.code, 250, `EHLO answered normally: ${e.raw}`);
+      assert.equal(early.length, 1);
+    } finally {
+      greetingDelayMs = 0;
+    }
+  });
+
+  test('addresses without angle brackets are accepted; the null sender too', async () => {
+    const c = await RawSmtp.connect(port);
+    await c.read();
+    assert.equal((await c.cmd('EHLO x')).code, 250);
+    assert.equal((await c.cmd('MAIL FROM:bot@spam.example')).code, 250);
+    const r = await c.cmd('RCPT TO:trap@bait.example');
+    assert.equal(r.raw, '250 <trap@bait.example>, recipient ok\r\n');
+    assert.equal((await c.cmd('RSET')).code, 250);
+    assert.equal((await c.cmd('MAIL FROM:<>')).code, 250);
+    assert.equal((await c.cmd('RCPT TO: <trap@bait.example>')).code, 250);
+    c.close();
+  });
+
+  test('any HELO/EHLO argument is accepted and kept raw', async () => {
+    for (const [cmd, raw] of [
+      ['EHLO Mixed.Case.Example', 'Mixed.Case.Example'],
+      ['EHLO', ''],
+      ['HELO two words', 'two words'],
+      ['EHLO bad\x01char', 'bad\x01char'],
+    ] as const) {
+      const c = await RawSmtp.connect(port);
+      await c.read();
+      const r = await c.cmd(cmd);
+      c.close();
+      assert.equal(r.code, 250, `${JSON.stringify(cmd)} -> ${r.raw}`);
+      assert.equal(sessions[sessions.length - 1].trapHelo, raw);
+    }
+  });
+
+  test('a rule can close the connection after its reply', async () => {
+    const c = await RawSmtp.connect(port);
+    await c.read();
+    await c.cmd('EHLO x');
+    await c.cmd('MAIL FROM:<a@b.example>');
+    const r = await c.cmd('RCPT TO:<bye@bait.example>');
+    assert.equal(r.raw, '550 Go away\r\n');
+    await c.waitClosed(2000);
+  });
+
+  test('the reply tap sees smtp-server own rejections with their context', async () => {
+    const c = await RawSmtp.connect(port);
+    await c.read();
+    await c.cmd('EHLO x');
+    await c.cmd('MAIL FROM:<a@b.example>');
+    for (const n of [1, 2, 3]) assert.equal((await c.cmd(`RCPT TO:<t${n}@bait.example>`)).code, 250);
+    const r = await c.cmd('RCPT TO:<t4@bait.example>');
+    c.close();
+    assert.equal(r.code, 452);
+    assert.ok(replies.some(([code, ctx]) => code === 452 && ctx === 'TOO_MANY_RECIPIENTS'));
+  });
+
+  test('a DATA phase has an absolute deadline (slow drip is cut off with 421)', async () => {
+    const c = await RawSmtp.connect(port);
+    await c.read();
+    await c.cmd('EHLO x');
+    await c.cmd('MAIL FROM:<a@b.example>');
+    await c.cmd('RCPT TO:<t@bait.example>');
+    assert.equal((await c.cmd('DATA')).code, 354);
+    const drip = setInterval(() => c.write('x'), 50);
+    try {
+      const r = await c.read(3000);
+      assert.equal(r.code, 421);
+      await c.waitClosed(2000);
+    } finally {
+      clearInterval(drip);
+      c.close();
+    }
+  });
+});
