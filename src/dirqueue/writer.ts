@@ -22,6 +22,12 @@ export interface DirQueueWriterOptions {
   fsync?: boolean;
   fs?: DirQueueFs;
   now?: () => Clock;
+  /**
+   * The pid that goes into HASH and into `.PID.RAND` retry names; default process.pid, read at every begin() as
+   * IPC::DirQueue reads $$. Tests set it to reproduce the spec's names. Tmp names always carry the real pid, since
+   * the sweep checks it with kill(0).
+   */
+  pid?: number;
 }
 
 export interface BeginOptions {
@@ -83,6 +89,7 @@ export class DirQueueWriter {
   readonly fsync: boolean;
   private readonly fs: DirQueueFs;
   private readonly now: () => Clock;
+  private readonly namePid: number | undefined;
 
   constructor(dir: string, opts: DirQueueWriterOptions = {}) {
     // QDFN must be absolute and valid for consumers whatever our cwd does later.
@@ -91,6 +98,7 @@ export class DirQueueWriter {
     this.fsync = opts.fsync ?? false;
     this.fs = opts.fs ?? fsp;
     this.now = opts.now ?? wallClockMicros;
+    this.namePid = opts.pid;
     if (/[\0\n]/.test(this.dir) || /[\0\n]/.test(this.hostname)) {
       throw new Error('queue directory and host name must not contain NUL or newline (they go into control files)');
     }
@@ -100,10 +108,10 @@ export class DirQueueWriter {
     const priority = opts.priority ?? 50;
     checkPriority(priority);
     if (opts.metadata) validateMetadata(opts.metadata);
-    const pid = process.pid;
+    const pid = this.namePid ?? process.pid;
     const clock = this.now();
     const base = name0(priority, clock, dirqueueHash(this.hostname, pid));
-    const t = { base, host: this.hostname, pid, seq: ++tmpSeq };
+    const t = { base, host: this.hostname, pid: process.pid, seq: ++tmpSeq };
     const tmpDir = path.join(this.dir, 'tmp');
     const job = new Job(this, {
       base,
@@ -119,13 +127,13 @@ export class DirQueueWriter {
 
   /** begin + write every chunk (one at a time, never buffering the message) + commit; removes everything on error. */
   async enqueueStream(
-    stream: AsyncIterable<Buffer | string> | Readable,
+    stream: AsyncIterable<Buffer | string> | Iterable<Buffer | string> | Readable,
     metadata: Metadata,
     opts: { priority?: number } = {},
   ): Promise<CommittedJob> {
     const job = await this.begin({ ...opts, metadata });
     try {
-      for await (const chunk of stream as AsyncIterable<Buffer | string>) {
+      for await (const chunk of stream as AsyncIterable<Buffer | string> | Iterable<Buffer | string>) {
         await job.write(typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
       }
       return await job.commit(metadata);
