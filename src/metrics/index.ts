@@ -1,0 +1,4 @@
+export * from './definitions';
+export * from './worker';
+export * from './primary';
+export * from './queue-gauges';
