@@ -90,6 +90,14 @@ export function sumSnapshots(a: WireMetric[], b: WireMetric[]): WireMetric[] {
   return out;
 }
 
+/**
+ * prom-client names three gauges `nodejs_active_{handles,requests,resources}_total`; Prometheus reserves `_total` for
+ * counters and `promtool check metrics` rejects them, so a gauge loses the suffix on the way out.
+ */
+function exposedName(m: WireMetric): string {
+  return m.type !== 'counter' && m.name.endsWith('_total') ? m.name.slice(0, -'_total'.length) : m.name;
+}
+
 export interface MetricsAggregatorOptions {
   /** Queue gauges: give a scan (e.g. dirQueueScanner(spoolDir)) and the queues known at start. */
   queues?: {
@@ -282,7 +290,7 @@ export class MetricsAggregator {
       }
     }
     const input = parts.map((part) =>
-      part.map((m) => (perWorker.get(m.name) ? { ...m, aggregator: 'sum' } : m)),
+      part.map((m) => ({ ...m, name: exposedName(m), aggregator: perWorker.get(m.name) ? 'sum' : m.aggregator })),
     );
     const merged = AggregatorRegistry.aggregate(input);
     return { contentType: merged.contentType, body: await merged.metrics() };

@@ -183,7 +183,10 @@ function runWorker(): void {
   });
 }
 
-if (require.main === module) {
+/** Set by the test that forks this file; `node --test dist/test/` also runs every file under test/, helpers included. */
+export const HELPER_ENV = 'SPAMTRAPD_METRICS_CLUSTER_HELPER';
+
+if (require.main === module && process.env[HELPER_ENV] === '1') {
   if (cluster.isPrimary) runPrimary();
   else runWorker();
 }
