@@ -486,12 +486,17 @@ function translate(src: string): string {
           break;
         }
         if (e >= '1' && e <= '9') {
+          // Perl: \1-\9 are always back-references; \10 and up only when that many groups exist, else octal.
           const digits = /^\d+/.exec(src.slice(i + 1))![0];
-          if (digits.length > 1) {
-            refuse(`\\${digits} is ambiguous (back-reference or octal); write \\g{N} or \\x{..}`);
+          if (digits.length === 1 || Number(digits) <= groups.count) {
+            out += backref(Number(digits), '\\' + digits);
+            i += 1 + digits.length;
+            break;
           }
-          out += backref(Number(digits), '\\' + digits);
-          i += 1 + digits.length;
+          const oct = /^[0-7]{1,3}/.exec(digits)?.[0];
+          if (oct === undefined) refuse(`\\${digits} refers to a group that does not exist`);
+          out += charEscape(parseInt(oct, 8));
+          i += 1 + oct.length;
           break;
         }
         if (e === 'g') {
