@@ -24,6 +24,8 @@ describe('metrics HTTP endpoint', () => {
     let r = await httpRequest(port, '/healthz');
     assert.equal(r.status, 503);
     assert.match(r.body, /^unavailable\nworkers_up 0\n$/);
+    agg.workerStarted('relay', 4241);
+    assert.equal((await httpRequest(port, '/healthz')).status, 503, 'the relay alone accepts no mail');
     agg.workerStarted(0, 4242);
     r = await httpRequest(port, '/healthz');
     assert.equal(r.status, 200);

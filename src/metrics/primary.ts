@@ -135,7 +135,7 @@ export class MetricsAggregator {
     });
     new client.Gauge({
       name: SERIES.workers,
-      help: 'Worker processes running (started and not yet exited).',
+      help: 'SMTP worker processes running (started and not yet exited).',
       registers: [this.registry],
       collect() {
         this.set(self.health().workersUp);
@@ -254,9 +254,10 @@ export class MetricsAggregator {
     }
   }
 
+  /** SMTP workers running. Only numeric slots count: the relay (slot `relay`) accepts no mail. */
   health(): HealthInfo {
     let workersUp = 0;
-    for (const s of this.slots.values()) if (s.upPid !== undefined) workersUp++;
+    for (const [slot, s] of this.slots) if (s.upPid !== undefined && /^\d+$/.test(slot)) workersUp++;
     return { workersUp };
   }
 
