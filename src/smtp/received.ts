@@ -11,8 +11,10 @@
  *  - Printable non-ASCII is kept as UTF-8: a trap records bots as they are, and RFC 6532 allows UTF-8 in headers.
  *    All lengths are counted in octets.
  *  - MAIL_FROM, each recipient, RDNS, ME and VERSION must stay single tokens for `KEY=(\S+)`-style parsers of the old
- *    format, so white space in them becomes `?`; in addresses `<`, `>` and `,` too, so no recipient can forge an
- *    extra list entry. HELO keeps its spaces ("as given"); a parser finds RDNS by the `(... [IP])` that follows.
+ *    format, so white space in them becomes `?`; in addresses `<`, `>`, `,` and `;` too, so no recipient can forge
+ *    an extra list entry or end the list early. `MAIL_FROM=` and `RCPT_TO=` inside any value become `MAIL_FROM?` and
+ *    `RCPT_TO?`, so no value can forge a field. HELO keeps its spaces ("as given"); a parser finds RDNS by the
+ *    `(... [IP])` that follows, and the date after the last `;` (RFC 5322's received grammar).
  *  - A missing HELO (the client never sent HELO/EHLO) is written `unknown`, like a missing RDNS: qpsmtpd always had
  *    one (it refused MAIL before HELO), and an empty field would leave `from  (` for parsers to trip over. An empty
  *    HELO argument that was given stays empty, as given.
@@ -67,9 +69,16 @@ export function formatRfc5322Date(date: Date): string {
 // C0, DEL, C1, LS, PS, and UTF-16 surrogates that are not part of a pair.
 const UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
-/** Replace every character that could break a header line (see the module comment). */
+/** The header's own field markers, which consumers find with `KEY=(\S+)` anywhere in the unfolded header. */
+const FIELD_MARKER = /(MAIL_FROM|RCPT_TO)=/gi;
+
+/**
+ * Replace every character that could break a header line (see the module comment), and defuse `MAIL_FROM=` and
+ * `RCPT_TO=` inside a value (`=` -> `?`), or a HELO of `x RCPT_TO=<victim>` would add a recipient for every parser
+ * that collects all `RCPT_TO=(\S+)` matches.
+ */
 export function cleanHeaderValue(value: string): string {
-  return value.replace(UNSAFE, '?');
+  return value.replace(UNSAFE, '?').replace(FIELD_MARKER, '$1?');
 }
 
 /** A value that must be one token: also no white space of any kind. */
@@ -77,9 +86,9 @@ function cleanToken(value: string): string {
   return cleanHeaderValue(value).replace(/\s/g, '?');
 }
 
-/** An address inside `<...>`: also none of the list's own delimiters. */
+/** An address inside `<...>`: also none of the list's delimiters, nor the `;` that ends the list. */
 function cleanAddress(value: string): string {
-  return cleanToken(value).replace(/[<>,]/g, '?');
+  return cleanToken(value).replace(/[<>,;]/g, '?');
 }
 
 function octets(s: string): number {
