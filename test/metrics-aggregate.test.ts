@@ -225,9 +225,24 @@ describe('MetricsAggregator retirement', () => {
     await b.pushTo(agg);
     assert.equal(sampleValue(await scrape(agg), ACCEPTED, { queue: 'incoming' }), 7);
     agg.workerExited(0, 100); // late, must not retire the new one
+    assert.notEqual(sampleValue(await scrape(agg), SERIES.snapshotAgeSeconds, { worker: '0' }), undefined, 'still live');
     b.m.messagesAccepted.inc({ queue: 'incoming' }, 1);
     await b.pushTo(agg);
     assert.equal(sampleValue(await scrape(agg), ACCEPTED, { queue: 'incoming' }), 8);
+  });
+
+  it('retires whatever the slot has on record when the exit comes without a pid', async () => {
+    const agg = new MetricsAggregator({ primaryProcessMetrics: false, now: () => 1000 });
+    agg.workerStarted(0, 100);
+    const a = fakeWorker(0, 100);
+    a.m.messagesAccepted.inc({ queue: 'incoming' }, 4);
+    a.m.connectionsActive.set(2);
+    await a.pushTo(agg);
+    agg.workerExited(0);
+    const s = await scrape(agg);
+    assert.equal(sampleValue(s, ACCEPTED, { queue: 'incoming' }), 4);
+    assert.equal(sampleValue(s, SERIES.connectionsActive), 0);
+    assert.equal(sampleValue(s, SERIES.workers), 0);
   });
 
   it('never lets a total go backwards over a random history of pushes, deaths and late final pushes', async () => {

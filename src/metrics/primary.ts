@@ -209,9 +209,17 @@ export class MetricsAggregator {
     s.upPid = pid;
   }
 
-  /** Call on the worker's 'exit'. Its counters stay in the totals; its gauges go. */
-  workerExited(slot: number | string, pid: number): void {
+  /**
+   * Call on the worker's 'exit'. Its counters stay in the totals; its gauges go. Without `pid`, whatever process the
+   * slot has on record is taken to be the one that exited.
+   */
+  workerExited(slot: number | string, pid?: number): void {
     const s = this.slot(String(slot));
+    if (pid === undefined) {
+      this.retireLive(s);
+      s.upPid = undefined;
+      return;
+    }
     if (s.live?.pid === pid) {
       this.retireLive(s);
     } else if (s.lastRetired?.pid !== pid && !s.foldedPids.includes(pid) && !s.silentDead.includes(pid)) {
