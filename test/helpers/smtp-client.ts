@@ -3,6 +3,7 @@
  * parses replies, multi-line included. Every wait is bounded.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 
 export interface Reply {
   code: number;
@@ -16,10 +17,14 @@ export class RawSmtp {
   private buf = '';
   private waiters: Array<() => void> = [];
   closed = false;
-  readonly socket: net.Socket;
+  socket: net.Socket;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
+    this.listen(socket);
+  }
+
+  private listen(socket: net.Socket): void {
     socket.setEncoding('latin1');
     socket.on('data', (d: string) => {
       this.buf += d;
@@ -92,6 +97,23 @@ export class RawSmtp {
     }
   }
 
+  /** STARTTLS: sends the command, then runs the TLS handshake on the same connection (any certificate). */
+  async startTls(): Promise<Reply> {
+    const r = await this.cmd('STARTTLS');
+    if (r.code !== 220) return r;
+    const plain = this.socket;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('close');
+    const secure = tls.connect({ socket: plain, rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', reject);
+    });
+    this.socket = secure;
+    this.listen(secure);
+    return r;
+  }
+
   write(data: string | Buffer): void {
     this.socket.write(data);
   }
@@ -133,7 +155,8 @@ export async function sendMail(
     const go = await c.cmd('DATA');
     if (go.code !== 354) throw new Error(`DATA: ${go.raw}`);
     c.write(opts.data);
-    c.write('\r\n.\r\n');
+    // The terminator's leading CRLF ends the last line; data that already ends a line gets only ".CRLF".
+    c.write(opts.data.slice(-2).toString() === '\r\n' ? '.\r\n' : '\r\n.\r\n');
     const dataReply = await c.read(15000);
     await c.cmd('QUIT').catch(() => undefined);
     return { rcptReplies, dataReply };

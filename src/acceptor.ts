@@ -1,0 +1,135 @@
+/**
+ * One SMTP acceptor: a cluster worker that owns a share of the connections on the trap's port. Rules are
+ * re-read on the primary's say (SIGHUP), and SIGTERM drains: sessions in DATA finish, others get 421.
+ */
+import { loadConfig, loadRules, type TrapConfig } from './config/env';
+import { createLogger, type Logger } from './log';
+import { startWorkerMetrics } from './metrics';
+import { createObserver } from './metrics/observer';
+import { Spool } from './spool';
+import { TrapServer, type TrapConnection } from './smtp/overrides';
+import { createReverseLookup } from './smtp/rdns';
+import { createSessionHandlers, type RuleSet } from './smtp/session';
+import { loadTlsMaterial } from './smtp/tls';
+import { VERSION } from './version';
+import type { PrimaryToWorker, WorkerToPrimary } from './ipc';
+
+function readRuleSet(cfg: TrapConfig, log: Logger): RuleSet {
+  const loaded = loadRules(cfg);
+  for (const p of loaded.problems) log.warn('rcpt_regexp_line_skipped', { file: p.file, line: p.line, reason: p.reason });
+  return { rules: loaded.rules, routes: loaded.routes, defaultCode: cfg.rcptDefault };
+}
+
+export async function runAcceptor(): Promise<void> {
+  const cfg = loadConfig();
+  const slot = Number(process.env.SPAMTRAPD_SLOT ?? '0');
+  const log = createLogger(cfg.logLevel, { proc: `acceptor${slot}`, pid: process.pid });
+  let ruleSet = readRuleSet(cfg, log);
+  let accepting = true;
+  let inFlight = 0;
+
+  const metrics = startWorkerMetrics({ slot, intervalMs: cfg.metricsPushIntervalMs });
+  const observer = createObserver(metrics);
+  const tls = await loadTlsMaterial({
+    keyFile: cfg.tlsKeyFile,
+    certFile: cfg.tlsCertFile,
+    spoolDir: cfg.spoolDir,
+    hostname: cfg.me,
+  });
+  const spool = new Spool(cfg.spoolDir, { fsync: cfg.spoolFsync });
+  const handlers = createSessionHandlers({
+    settings: { me: cfg.me, version: VERSION, maxConnectionsPerIp: cfg.maxConnectionsPerIp },
+    ruleSet: () => ruleSet,
+    spool,
+    reverseLookup: createReverseLookup(cfg.rdnsTimeoutMs),
+    observer,
+    log,
+    accepting: () => accepting,
+  });
+  const onData = handlers.onData!;
+
+  const server = new TrapServer({
+    name: cfg.me,
+    banner: `spamtrapd`,
+    key: tls.key,
+    cert: tls.cert,
+    authOptional: true,
+    disabledCommands: ['AUTH'],
+    // qpsmtpd does not send enhanced status codes; the rule replies must read exactly as the old trap's.
+    hideENHANCEDSTATUSCODES: true,
+    // Reverse DNS runs beside the session (see session.ts) instead of holding the greeting.
+    disableReverseLookup: true,
+    lenientAddressParsing: true,
+    size: cfg.maxMessageSize,
+    rejectOversized: true,
+    maxRecipients: cfg.maxRecipients,
+    maxClients: cfg.maxConnectionsPerWorker,
+    socketTimeout: cfg.idleTimeoutMs,
+    closeTimeout: cfg.shutdownGraceMs,
+    logger: false,
+    onConnect: handlers.onConnect,
+    onSecure: handlers.onSecure,
+    onMailFrom: handlers.onMailFrom,
+    onRcptTo: handlers.onRcptTo,
+    onData(stream, session, callback) {
+      inFlight++;
+      onData(stream, session, (err, reply) => {
+        inFlight--;
+        callback(err, reply);
+      });
+    },
+    onClose: handlers.onClose,
+    trap: {
+      greetingDelayMs: cfg.greetingDelayMs,
+      dataTimeoutMs: cfg.dataTimeoutMs,
+      ...handlers.hooks,
+    },
+  });
+  server.on('error', (err: Error) => log.warn('smtp_error', { error: err.message }));
+
+  await new Promise<void>((resolve, reject) => {
+    server.server.once('error', reject);
+    server.listen({ port: cfg.smtpPort, host: cfg.smtpHost, backlog: cfg.smtpBacklog }, () => {
+      server.server.off('error', reject);
+      resolve();
+    });
+  });
+  log.info('listening', { host: cfg.smtpHost, port: cfg.smtpPort, tls: tls.source, rules: ruleSet.rules.length });
+  process.send?.({ type: 'acceptor:listening', slot } satisfies WorkerToPrimary);
+
+  let shuttingDown = false;
+  const shutdown = (why: string) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    accepting = false;
+    log.info('draining', { why, connections: server.connections.size, in_data: inFlight });
+    // Sessions not inside DATA are told now instead of idling until the grace period ends.
+    for (const conn of server.connections as Set<TrapConnection>) {
+      if (!conn._dataStream) conn.send(421, `${cfg.me} Service shutting down, try again later`);
+    }
+    server.close(async () => {
+      const deadline = Date.now() + 5000;
+      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      log.info('stopped', { in_data: inFlight });
+      // The final push makes the counters exact for an acceptor that stops normally.
+      await metrics.pushNow().catch(() => undefined);
+      process.exit(0);
+    });
+  };
+
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  // The primary owns reloads; a SIGHUP sent to the whole process group must not kill an acceptor.
+  process.on('SIGHUP', () => undefined);
+  process.on('message', (msg: PrimaryToWorker) => {
+    if (msg.type === 'trap:shutdown') shutdown('primary');
+    else if (msg.type === 'trap:reload') {
+      try {
+        ruleSet = readRuleSet(cfg, log);
+        log.info('reloaded', { rules: ruleSet.rules.length, routes: ruleSet.routes.length });
+      } catch (err) {
+        log.error('reload_failed', { error: (err as Error).message, kept: 'previous rules' });
+      }
+    }
+  });
+}

@@ -1,0 +1,172 @@
+/**
+ * The primary: holds the spool's instance lock, sweeps crash leftovers, forks one acceptor per slot on one
+ * shared port, replaces dead ones with back-off, serves metrics, and turns SIGHUP/SIGTERM into reload/drain.
+ * It never touches a message itself.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import path from 'node:path';
+import { loadRules, type TrapConfig } from './config/env';
+import { acquireSpoolLock, findQueueDirs, sweepSpool } from './dirqueue';
+import type { PrimaryToWorker } from './ipc';
+import { createLogger, type Logger } from './log';
+import { dirQueueScanner, MetricsAggregator, startMetricsServer } from './metrics';
+import { loadTlsMaterial } from './smtp/tls';
+import { VERSION } from './version';
+
+/** Restart back-off for a slot whose acceptor keeps dying: doubles from 100 ms, capped at 30 s. */
+export function restartDelayMs(recentFailures: number): number {
+  if (recentFailures <= 1) return 0;
+  return Math.min(30_000, 100 * 2 ** (recentFailures - 2));
+}
+
+/** A worker that lived this long before dying is not "crash-looping": its slot's failure count resets. */
+const STABLE_AFTER_MS = 10_000;
+
+interface Slot {
+  index: number;
+  worker: Worker | null;
+  startedAt: number;
+  failures: number;
+  timer: NodeJS.Timeout | null;
+}
+
+export async function runPrimary(cfg: TrapConfig): Promise<void> {
+  const log = createLogger(cfg.logLevel, { proc: 'primary', pid: process.pid });
+  log.info('starting', {
+    version: VERSION,
+    spool: cfg.spoolDir,
+    config: cfg.configDir,
+    port: cfg.smtpPort,
+    workers: cfg.workers,
+  });
+
+  const releaseLock = await acquireSpoolLock(cfg.spoolDir, {
+    onCompromised: (err: Error) => {
+      // Another process took the spool over (or the lock dir vanished): two traps on one spool would
+      // sweep each other's in-flight files, so stop hard rather than run on.
+      log.error('spool_lock_compromised', { spool: cfg.spoolDir, error: err.message });
+      process.exit(3);
+    },
+  });
+  const swept = await sweepSpool(cfg.spoolDir, {
+    minAgeMs: cfg.spoolSweepMinAgeMs,
+    log: (msg) => log.warn('sweep', { action: msg }),
+  });
+  log.info('swept', { ...swept.total });
+
+  // A routes file that cannot be parsed stops start-up (it throws); skipped rcpt_regexp lines are only logged.
+  logRules(cfg, loadRules(cfg), log);
+  // Generated here, once, so acceptors starting together never race to create it.
+  const tls = await loadTlsMaterial({
+    keyFile: cfg.tlsKeyFile,
+    certFile: cfg.tlsCertFile,
+    spoolDir: cfg.spoolDir,
+    hostname: cfg.me,
+  });
+  log.info('tls', { certificate: tls.source });
+
+  const aggregator = new MetricsAggregator({
+    queues: {
+      scan: dirQueueScanner(cfg.spoolDir),
+      queues: await knownQueues(cfg),
+      scanIntervalMs: cfg.queueScanIntervalMs,
+      onError: (queue, err) => log.warn('queue_scan_failed', { queue, error: (err as Error).message }),
+    },
+  });
+  aggregator.start();
+  const slots: Slot[] = Array.from({ length: cfg.workers }, (_, index) => ({
+    index,
+    worker: null,
+    startedAt: 0,
+    failures: 0,
+    timer: null,
+  }));
+  const metricsServer = await startMetricsServer({ host: cfg.metricsHost, port: cfg.metricsPort, aggregator });
+  log.info('metrics', { host: cfg.metricsHost, port: metricsServer.address().port });
+
+  // SCHED_NONE: each acceptor accepts on the shared socket itself. Round-robin would make the primary
+  // accept every connection and pass it on, which measured ~30% slower and puts the primary in the data path.
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  cluster.setupPrimary({ exec: path.join(__dirname, '..', 'workers', 'acceptor.js') });
+
+  let stopping = false;
+  const fork = (slot: Slot) => {
+    slot.timer = null;
+    slot.startedAt = Date.now();
+    const worker = cluster.fork({ SPAMTRAPD_SLOT: String(slot.index) });
+    slot.worker = worker;
+    const pid = worker.process.pid!;
+    aggregator.workerStarted(String(slot.index), pid);
+    worker.on('message', (msg: unknown) => aggregator.handleMessage(msg));
+    worker.on('exit', (code, signal) => {
+      slot.worker = null;
+      aggregator.workerExited(String(slot.index), pid);
+      if (stopping) return;
+      const lived = Date.now() - slot.startedAt;
+      slot.failures = lived > STABLE_AFTER_MS ? 1 : slot.failures + 1;
+      const delay = restartDelayMs(slot.failures);
+      log.error('acceptor_died', { slot: slot.index, pid, code, signal, lived_ms: lived, restart_in_ms: delay });
+      slot.timer = setTimeout(() => fork(slot), delay);
+    });
+  };
+  slots.forEach(fork);
+
+  process.on('SIGHUP', () => {
+    if (checkRules(cfg, log)) broadcast(slots, { type: 'trap:reload' });
+    else log.error('reload_refused', { reason: 'config/ has errors; the running rules stay in force' });
+  });
+
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { signal, grace_ms: cfg.shutdownGraceMs });
+    for (const s of slots) if (s.timer) clearTimeout(s.timer);
+    broadcast(slots, { type: 'trap:shutdown' });
+    const hardStop = setTimeout(() => {
+      for (const s of slots) s.worker?.process.kill('SIGKILL');
+    }, cfg.shutdownGraceMs + 10_000);
+    hardStop.unref();
+    const finish = async () => {
+      if (slots.some((s) => s.worker)) return;
+      clearTimeout(hardStop);
+      aggregator.close();
+      await metricsServer.close();
+      await releaseLock();
+      log.info('stopped');
+      process.exit(0);
+    };
+    cluster.on('exit', () => void finish());
+    void finish();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** Queues to watch from the start: those on disk and those the routes name (new ones join on first enqueue). */
+async function knownQueues(cfg: TrapConfig): Promise<string[]> {
+  const onDisk = (await findQueueDirs(cfg.spoolDir)).map((d) => path.relative(cfg.spoolDir, d));
+  const routed = loadRules(cfg).routes.map((r) => r.destination.queue);
+  return [...new Set(['incoming', ...onDisk, ...routed])];
+}
+
+function broadcast(slots: Slot[], msg: PrimaryToWorker): void {
+  for (const s of slots) {
+    if (s.worker?.isConnected()) s.worker.send(msg);
+  }
+}
+
+function logRules(cfg: TrapConfig, loaded: ReturnType<typeof loadRules>, log: Logger): void {
+  for (const p of loaded.problems) log.warn('rcpt_regexp_line_skipped', { file: p.file, line: p.line, reason: p.reason });
+  log.info('rules', { dir: cfg.configDir, rules: loaded.rules.length, routes: loaded.routes.length, skipped: loaded.problems.length });
+}
+
+/** Reads config/ the way acceptors will, before telling them to reload: a bad routes file keeps the old rules. */
+function checkRules(cfg: TrapConfig, log: Logger): boolean {
+  try {
+    logRules(cfg, loadRules(cfg), log);
+    return true;
+  } catch (err) {
+    log.error('config_error', { error: (err as Error).message });
+    return false;
+  }
+}

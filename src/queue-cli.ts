@@ -1,0 +1,196 @@
+/**
+ * `spamtrapd queue ...`: look inside the spool's queues without Perl. Reads through the same reader the tests
+ * prove against IPC::DirQueue's format; `pickup` takes a job with the consumers' lock protocol, so it is safe
+ * to run beside live Perl consumers.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { TrapConfig } from './config/env';
+import { DirQueueReader, findQueueDirs, type Job } from './dirqueue';
+import { QUEUE_NAME } from './spool';
+
+const USAGE = `usage: spamtrapd queue <command> [options]
+
+  stats [QUEUE ...]        jobs, bytes and oldest job age per queue (all queues when none named)
+  list QUEUE               one line per job, oldest first (--limit N)
+  show [QUEUE] JOB_ID      a job's control fields and metadata (--data prints the message too)
+  pickup QUEUE             take the next job like a consumer: print it, then remove it (--keep returns it)
+
+options: --json  machine-readable output (one JSON document)
+         --spool DIR  the spool (default: SPOOL_DIR)`;
+
+type Out = { write(s: string): unknown };
+
+export interface QueueCliIo {
+  stdout: Out;
+  stderr: Out & { isTTY?: boolean };
+}
+
+function jobSummary(job: Job) {
+  return {
+    id: job.jobId,
+    size: job.size,
+    submitted: new Date(job.submittedSecs * 1000 + Math.floor(job.submittedUsecs / 1000)).toISOString(),
+    hostname: job.hostname,
+    data_path: job.dataPath,
+    active: job.activeHost ? { host: job.activeHost, pid: job.activePid } : null,
+    metadata: job.metadata,
+  };
+}
+
+function queueDir(spool: string, queue: string): string {
+  if (!QUEUE_NAME.test(queue)) throw new UsageError(`not a queue name: ${JSON.stringify(queue)}`);
+  return path.join(spool, queue);
+}
+
+class UsageError extends Error {}
+
+async function queueNames(spool: string): Promise<string[]> {
+  return (await findQueueDirs(spool)).map((d) => path.relative(spool, d)).sort();
+}
+
+export async function runQueueCommand(
+  argv: string[],
+  cfg: Pick<TrapConfig, 'spoolDir'>,
+  io: QueueCliIo = { stdout: process.stdout, stderr: process.stderr },
+): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        json: { type: 'boolean', default: false },
+        data: { type: 'boolean', default: false },
+        keep: { type: 'boolean', default: false },
+        limit: { type: 'string' },
+        spool: { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (err) {
+    io.stderr.write(`spamtrapd queue: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const [command, ...args] = positionals;
+  if (values.help || !command) {
+    io.stdout.write(USAGE + '\n');
+    return values.help ? 0 : 2;
+  }
+  const spool = path.resolve(values.spool ?? cfg.spoolDir);
+  const json = values.json;
+  const print = (human: string, doc: unknown) => io.stdout.write(json ? JSON.stringify(doc, null, 2) + '\n' : human);
+  try {
+    switch (command) {
+      case 'stats':
+        return await stats(spool, args, io, print);
+      case 'list': {
+        if (args.length !== 1) throw new UsageError('list takes one QUEUE');
+        const limit = values.limit === undefined ? Infinity : Number(values.limit);
+        if (!Number.isInteger(limit) && limit !== Infinity) throw new UsageError('--limit takes a whole number');
+        const jobs: ReturnType<typeof jobSummary>[] = [];
+        const reader = new DirQueueReader(queueDir(spool, args[0]), { warn: () => undefined });
+        await reader.visitAll((job) => {
+          if (jobs.length < limit) jobs.push(jobSummary(job));
+        });
+        print(
+          jobs
+            .map((j) => `${j.id}  ${j.size}  ${j.submitted}  from=${j.metadata.mail_from ?? '-'}  to=${j.metadata.rcpt_to ?? '-'}${j.active ? '  (active)' : ''}\n`)
+            .join(''),
+          { queue: args[0], jobs },
+        );
+        return 0;
+      }
+      case 'show': {
+        if (args.length < 1 || args.length > 2) throw new UsageError('show takes [QUEUE] JOB_ID');
+        const id = args[args.length - 1];
+        const queues = args.length === 2 ? [args[0]] : await queueNames(spool);
+        for (const q of queues) {
+          let found: Job | null = null;
+          await new DirQueueReader(queueDir(spool, q), { warn: () => undefined }).visitAll((job) => {
+            if (job.jobId === id) found = job;
+          });
+          if (found) {
+            const job: Job = found;
+            const data = values.data ? (await job.readData()).toString('latin1') : undefined;
+            const s = jobSummary(job);
+            print(
+              `queue: ${q}\nid: ${s.id}\nsize: ${s.size}\nsubmitted: ${s.submitted}\nhost: ${s.hostname}\ndata: ${s.data_path}\n` +
+                Object.entries(s.metadata)
+                  .map(([k, v]) => `${k}: ${v}\n`)
+                  .join('') +
+                (data !== undefined ? `\n${data}` : ''),
+              { queue: q, ...s, ...(data !== undefined ? { message: data } : {}) },
+            );
+            return 0;
+          }
+        }
+        io.stderr.write(`spamtrapd queue: no job ${id} in ${queues.join(', ') || 'any queue'} under ${spool}\n`);
+        return 1;
+      }
+      case 'pickup': {
+        if (args.length !== 1) throw new UsageError('pickup takes one QUEUE');
+        const reader = new DirQueueReader(queueDir(spool, args[0]));
+        const job = await reader.pickup();
+        if (!job) {
+          print('queue is empty\n', { queue: args[0], job: null });
+          return 0;
+        }
+        const message = (await job.readData()).toString('latin1');
+        if (values.keep) await job.returnToQueue();
+        else await job.finish();
+        print(`${job.jobId}\n${message}`, { queue: args[0], job: jobSummary(job), message, removed: !values.keep });
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown queue command ${JSON.stringify(command)}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr.write(`spamtrapd queue: ${err.message}\n${USAGE}\n`);
+      return 2;
+    }
+    const e = err as NodeJS.ErrnoException;
+    io.stderr.write(`spamtrapd queue: ${e.code === 'ENOENT' ? `no such queue or spool: ${e.path}` : e.message}\n`);
+    return 1;
+  }
+}
+
+async function stats(
+  spool: string,
+  names: string[],
+  io: QueueCliIo,
+  print: (human: string, doc: unknown) => void,
+): Promise<number> {
+  const queues = names.length ? names : await queueNames(spool);
+  const rows = [];
+  for (const q of queues) {
+    const dir = queueDir(spool, q);
+    await fs.access(dir);
+    // Every control file is read for QDSB; on a queue of millions that takes a while, so show progress on a TTY.
+    let jobs = 0;
+    let bytes = 0;
+    let oldest: number | null = null;
+    const now = Date.now() / 1000;
+    await new DirQueueReader(dir, { warn: () => undefined }).visitAll((job) => {
+      jobs++;
+      bytes += job.size;
+      const t = job.submittedSecs + job.submittedUsecs / 1e6;
+      if (oldest === null || t < oldest) oldest = t;
+      if (io.stderr.isTTY && jobs % 10000 === 0) io.stderr.write(`\r${q}: ${jobs} jobs read...`);
+    });
+    if (io.stderr.isTTY && jobs >= 10000) io.stderr.write('\r\x1b[K');
+    rows.push({ queue: q, jobs, bytes, oldest_seconds: oldest === null ? null : Math.max(0, Math.round(now - oldest)) });
+  }
+  const width = Math.max(5, ...rows.map((r) => r.queue.length));
+  print(
+    `${'queue'.padEnd(width)}  ${'jobs'.padStart(9)}  ${'bytes'.padStart(12)}  oldest\n` +
+      rows
+        .map((r) => `${r.queue.padEnd(width)}  ${String(r.jobs).padStart(9)}  ${String(r.bytes).padStart(12)}  ${r.oldest_seconds === null ? '-' : `${r.oldest_seconds}s`}\n`)
+        .join(''),
+    { spool, queues: rows },
+  );
+  return 0;
+}

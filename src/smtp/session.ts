@@ -1,0 +1,291 @@
+/**
+ * The trap's data path, top to bottom: a connection arrives (onConnect), a sender is recorded (onMailFrom),
+ * each recipient is judged by the rcpt_regexp rules (onRcptTo), and the message is streamed into one queue
+ * job per destination with its own Received header (onData). A 250 is sent only after every copy is committed.
+ */
+import type { Readable } from 'node:stream';
+import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions } from 'smtp-server';
+import { evaluateRecipient, rcptReply, type RcptRule } from '../config/rcpt-regexp';
+import { splitByDestination, type Route } from '../config/routes';
+import type { CommittedJob, PendingJob } from '../dirqueue';
+import type { Logger } from '../log';
+import type { TrapHooks, TrapSession } from './overrides';
+import { buildReceivedHeader } from './received';
+import { classifyReply } from './replies';
+import type { ReverseLookup } from './rdns';
+import type { Spool } from '../spool';
+
+/** What the session reports, for metrics; kept abstract so session logic tests need no registry. */
+export interface TrapObserver {
+  /** Every connection that reached the session layer, refused ones included. */
+  connectionSeen(): void;
+  /** A connection that was let in (and will be reported closed). */
+  connectionOpened(): void;
+  connectionClosed(seconds: number): void;
+  earlyTalker(): void;
+  tlsSession(): void;
+  recipient(code: number): void;
+  rejection(reason: string): void;
+  accepted(queue: string, bytes: number, writeSeconds: number): void;
+}
+
+/** The rules in force; replaced as a whole on SIGHUP, so a session sees one consistent set per decision. */
+export interface RuleSet {
+  rules: RcptRule[];
+  routes: Route[];
+  defaultCode: 'OK' | 'DENY' | 'DENYSOFT';
+}
+
+export interface SessionSettings {
+  me: string;
+  version: string;
+  maxConnectionsPerIp: number;
+}
+
+export interface SessionDeps {
+  settings: SessionSettings;
+  ruleSet: () => RuleSet;
+  spool: Spool;
+  reverseLookup: ReverseLookup;
+  observer: TrapObserver;
+  log: Logger;
+  /** False once shutdown began: new connections are refused with 421. */
+  accepting: () => boolean;
+}
+
+interface AcceptedRecipient {
+  address: string;
+  note: string | null;
+}
+
+/** Per-connection trap state, beside smtp-server's session object. */
+interface ConnectionState {
+  openedAt: number;
+  rdns: Promise<string | null>;
+  /** Lower-cased address -> note, for the recipients accepted in the current transaction. */
+  notes: Map<string, string | null>;
+  transactions: number;
+}
+
+const states = new WeakMap<object, ConnectionState>();
+
+function smtpError(code: number, message: string): Error & { responseCode: number } {
+  return Object.assign(new Error(message), { responseCode: code });
+}
+
+/** Values bound for queue metadata: the control-file format forbids NUL and newline, and CR would confuse readers. */
+function metaValue(s: string): string {
+  return s.replace(/[\x00-\x1f\x7f]/g, '?');
+}
+
+export function createSessionHandlers(deps: SessionDeps): Pick<
+  SMTPServerOptions,
+  'onConnect' | 'onSecure' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'
+> & { hooks: Pick<TrapHooks, 'onEarlyTalker' | 'onReply'> } {
+  const { settings, observer, log } = deps;
+  const perIp = new Map<string, number>();
+
+  return {
+    hooks: {
+      onEarlyTalker(session) {
+        observer.earlyTalker();
+        log.info('early_talker', { cid: session.id, ip: session.remoteAddress });
+      },
+      onReply(_session, code, text, context) {
+        const reason = classifyReply(code, text, context);
+        if (reason) observer.rejection(reason);
+      },
+    },
+
+    onConnect(session, callback) {
+      observer.connectionSeen();
+      if (!deps.accepting()) return callback(smtpError(421, `${settings.me} Service shutting down, try again later`));
+      const ip = session.remoteAddress;
+      if (settings.maxConnectionsPerIp > 0) {
+        const n = (perIp.get(ip) ?? 0) + 1;
+        if (n > settings.maxConnectionsPerIp) {
+          observer.rejection('connection_limit_ip');
+          return callback(smtpError(421, `${settings.me} too many connections from your address, try again later`));
+        }
+        perIp.set(ip, n);
+      }
+      states.set(session, {
+        openedAt: performance.now(),
+        // Started now, awaited only when a message needs its Received header: the greeting never waits on DNS.
+        rdns: deps.reverseLookup(ip),
+        notes: new Map(),
+        transactions: 0,
+      });
+      observer.connectionOpened();
+      callback();
+    },
+
+    onSecure(_socket, _session, callback) {
+      observer.tlsSession();
+      callback();
+    },
+
+    onMailFrom(_address, session, callback) {
+      states.get(session)?.notes.clear();
+      callback();
+    },
+
+    onRcptTo(address: SMTPServerAddress, session, callback) {
+      const trap = session as TrapSession;
+      const state = states.get(session);
+      const { rules, defaultCode } = deps.ruleSet();
+      const verdict = evaluateRecipient(rules, address.address);
+      const reply = rcptReply(verdict, address.address, defaultCode);
+      observer.recipient(reply.code);
+      if (!reply.accepted) {
+        log.info('rcpt_refused', {
+          cid: session.id,
+          ip: session.remoteAddress,
+          rcpt: address.address,
+          reply: `${reply.code} ${reply.message}`,
+          rule: reply.decidedBy === 'default' ? 'default' : `${reply.decidedBy.file}:${reply.decidedBy.line}`,
+        });
+        trap.trapDisconnect = reply.disconnect;
+        return callback(smtpError(reply.code, reply.message));
+      }
+      state?.notes.set(address.address.toLowerCase(), reply.note);
+      trap.trapRcptReply = reply.message;
+      callback();
+    },
+
+    onData(stream: SMTPServerDataStream, session, callback) {
+      fileMessage(deps, stream, session as TrapSession).then(
+        (reply) => callback(null, reply),
+        (err: Error & { responseCode?: number }) => callback(err),
+      );
+    },
+
+    onClose(session) {
+      const state = states.get(session);
+      if (!state) return;
+      states.delete(session);
+      const ip = session.remoteAddress;
+      if (settings.maxConnectionsPerIp > 0) {
+        const n = (perIp.get(ip) ?? 1) - 1;
+        if (n <= 0) perIp.delete(ip);
+        else perIp.set(ip, n);
+      }
+      observer.connectionClosed((performance.now() - state.openedAt) / 1000);
+    },
+  };
+}
+
+/** The recipients accepted in this transaction, in the order given, each with the note its rule set. */
+function acceptedRecipients(session: TrapSession, state: ConnectionState | undefined): AcceptedRecipient[] {
+  return session.envelope.rcptTo.map((r) => ({
+    address: r.address,
+    note: state?.notes.get(r.address.toLowerCase()) ?? null,
+  }));
+}
+
+function protocolOf(session: TrapSession): 'SMTP' | 'ESMTP' | 'ESMTPS' {
+  if (session.secure) return 'ESMTPS';
+  return session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP';
+}
+
+async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, session: TrapSession): Promise<string> {
+  const { settings, spool, observer, log } = deps;
+  const state = states.get(session);
+  const started = performance.now();
+  const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+  const recipients = acceptedRecipients(session, state);
+  const groups = splitByDestination(recipients, deps.ruleSet().routes);
+  const rdns = state ? await state.rdns : null;
+  const date = new Date();
+  const helo = session.trapHelo ?? null;
+  const proto = protocolOf(session);
+  const tls = session.secure ? (session.tlsOptions && session.tlsOptions.name) || 'yes' : 'no';
+
+  const jobs: Array<{ queue: string; job: PendingJob; metadata: Record<string, string>; committed: boolean }> = [];
+  const logFields = {
+    cid: session.id,
+    ip: session.remoteAddress,
+    helo,
+    from: mailFrom,
+    rcpts: recipients.map((r) => r.address).join(','),
+  };
+  try {
+    for (const group of groups) {
+      const rcpts = group.recipients.map((r) => r.address);
+      const notes = [...new Set(group.recipients.map((r) => r.note).filter((n): n is string => n !== null))];
+      const metadata: Record<string, string> = {
+        mail_from: metaValue(mailFrom),
+        rcpt_to: metaValue(rcpts.join(',')),
+        remote_ip: metaValue(session.remoteAddress),
+        remote_host: metaValue(rdns ?? 'unknown'),
+        helo: metaValue(helo ?? ''),
+        note: metaValue(notes.join(',')),
+        tls: metaValue(tls),
+        proto,
+      };
+      const job = await spool.writer(group.destination.queue).begin({ metadata });
+      jobs.push({ queue: group.destination.queue, job, metadata, committed: false });
+      await job.write(
+        buildReceivedHeader({
+          helo,
+          rdns,
+          ip: session.remoteAddress,
+          me: settings.me,
+          version: settings.version,
+          proto,
+          mailFrom,
+          recipients: rcpts,
+          date,
+        }),
+      );
+    }
+    for await (const chunk of stream as Readable) {
+      if (stream.sizeExceeded) break;
+      if (jobs.length === 1) await jobs[0].job.write(chunk as Buffer);
+      else await Promise.all(jobs.map((j) => j.job.write(chunk as Buffer)));
+    }
+    if (stream.sizeExceeded) {
+      await abortAll(jobs);
+      stream.resume(); // smtp-server answers 552 once the rest has been read
+      log.info('transaction', { ...logFields, size: stream.byteLength, reply: '552 message too big' });
+      return 'not queued';
+    }
+    const committed: Array<{ queue: string; job: CommittedJob }> = [];
+    // Copies commit one by one: if a later one fails the client gets 451 and retries, so an earlier copy may be
+    // filed twice. Duplicates are preferred to loss, and removing a visible job could race a consumer.
+    for (const j of jobs) {
+      committed.push({ queue: j.queue, job: await j.job.commit(j.metadata) });
+      j.committed = true;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    for (const c of committed) observer.accepted(c.queue, c.job.size, seconds);
+    const ids = committed.map((c) => c.job.jobId).join(',');
+    log.info('transaction', {
+      ...logFields,
+      size: stream.byteLength,
+      dest: committed.map((c) => c.queue).join(','),
+      id: ids,
+      reply: '250',
+    });
+    return `Ok: queued as ${ids}`;
+  } catch (err) {
+    await abortAll(jobs);
+    if (!stream.readableEnded) stream.resume();
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ECONNECTION' || stream.destroyed) {
+      log.info('transaction', { ...logFields, reply: 'none: client went away during DATA' });
+      throw err;
+    }
+    observer.rejection('queue_error');
+    const full = e.code === 'ENOSPC' || e.code === 'EDQUOT';
+    const reply = full
+      ? smtpError(452, 'Insufficient system storage, try again later')
+      : smtpError(451, 'Local error in processing, try again later');
+    log.error('transaction', { ...logFields, error: e.code ?? e.message, reply: `${reply.responseCode} ${reply.message}` });
+    throw reply;
+  }
+}
+
+async function abortAll(jobs: Array<{ job: PendingJob; committed: boolean }>): Promise<void> {
+  await Promise.all(jobs.filter((j) => !j.committed).map((j) => j.job.abort().catch(() => undefined)));
+}

@@ -1,0 +1,242 @@
+/**
+ * The real daemon (primary + 2 acceptors) on loopback, driven over raw sockets: rule replies for every code,
+ * addresses without brackets, recipients split by route, the Received header's bytes, queue metadata, 552 on
+ * oversize with nothing filed, STARTTLS recorded as ESMTPS, and SIGHUP reloading a changed rule.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { DirQueueReader, type Job } from '../src/dirqueue';
+import { VERSION } from '../src/version';
+import { startDaemon, type Daemon } from './helpers/daemon';
+import { RawSmtp, sendMail } from './helpers/smtp-client';
+
+const RULES = `# every code the rcpt_regexp spec knows
+/^ok\\@trap\\.test$/         OK Sure
+/^ham\\@trap\\.test$/        OK Sure [note=ham]
+/^deny\\@trap\\.test$/       DENY No thanks
+/^denyempty\\@trap\\.test$/  DENY
+/^soft\\@trap\\.test$/       DENYSOFT Try later [note=x]
+/^bye\\@trap\\.test$/        DENY_DISCONNECT Go away
+/^hard\\@trap\\.test$/       DENYHARD
+/^softbye\\@trap\\.test$/    DENYSOFT_DISCONNECT Later, bye
+/^done\\@trap\\.test$/       DONE
+/^declined\\@trap\\.test$/   DECLINED
+Literal@Trap.Test            DENY Literal match
+/^broken(\\@trap\\.test$/    OK this line is skipped
+/^unknowncode\\@/            MAYBE whatever
+`;
+
+const ROUTES = `note=ham                      queue hamincoming
+rcpt=/^(root|postmaster)@/    forward smtp://127.0.0.1:10025
+*                             queue incoming
+`;
+
+const FORWARD_QUEUE = 'forward-127.0.0.1-10025';
+
+async function drain(spool: string, queue: string): Promise<Array<{ job: Job; data: Buffer }>> {
+  const dir = path.join(spool, queue);
+  if (!fs.existsSync(dir)) return [];
+  const reader = new DirQueueReader(dir);
+  const out: Array<{ job: Job; data: Buffer }> = [];
+  for (let job = await reader.pickup(); job; job = await reader.pickup()) {
+    out.push({ job, data: await job.readData() });
+    await job.finish();
+  }
+  return out;
+}
+
+function tmpEmpty(spool: string, queue: string): boolean {
+  const tmp = path.join(spool, queue, 'tmp');
+  return !fs.existsSync(tmp) || fs.readdirSync(tmp).length === 0;
+}
+
+describe('spamtrapd daemon', () => {
+  let d: Daemon;
+
+  before(async () => {
+    d = await startDaemon({ rcptRegexp: RULES, routes: ROUTES, env: { MAX_MESSAGE_SIZE: '20000' } });
+  });
+
+  after(async () => {
+    await d?.destroy();
+    d?.cleanup();
+  });
+
+  test('bad rcpt_regexp lines are reported with file:line and skipped, the rest load', async () => {
+    const file = path.join(d.configDir, 'rcpt_regexp');
+    await d.waitForLog(new RegExp(`rcpt_regexp_line_skipped .*file=${file.replace(/[.]/g, '\\.')} line=13 reason="invalid regex`));
+    await d.waitForLog(/rcpt_regexp_line_skipped .*line=14 reason="unknown CODE/);
+  });
+
+  test('each rule code gives the qpsmtpd reply', async () => {
+    const cases: Array<[string, string, boolean]> = [
+      ['ok@trap.test', '250 <ok@trap.test>, recipient ok', false],
+      ['OK@Trap.Test', '250 <OK@Trap.Test>, recipient ok', false],
+      ['ham@trap.test', '250 <ham@trap.test>, recipient ok', false],
+      ['deny@trap.test', '550 No thanks', false],
+      ['denyempty@trap.test', '550 relaying denied', false],
+      ['soft@trap.test', '450 Try later', false],
+      ['done@trap.test', '250 <done@trap.test>, recipient ok', false],
+      ['declined@trap.test', '250 <declined@trap.test>, recipient ok', false],
+      ['nomatch@elsewhere.example', '250 <nomatch@elsewhere.example>, recipient ok', false],
+      ['literal@trap.test', '550 Literal match', false],
+      ['broken@trap.test', '250 <broken@trap.test>, recipient ok', false],
+      ['bye@trap.test', '550 Go away', true],
+      ['hard@trap.test', '550 delivery denied', true],
+      ['softbye@trap.test', '421 Later, bye', true],
+    ];
+    for (const [rcpt, reply, closes] of cases) {
+      const c = await RawSmtp.connect(d.port);
+      try {
+        await c.read();
+        await c.cmd('EHLO bot.example');
+        await c.cmd('MAIL FROM:<s@spam.example>');
+        const r = await c.cmd(`RCPT TO:<${rcpt}>`);
+        assert.equal(r.raw, reply + '\r\n', rcpt);
+        if (closes) await c.waitClosed(3000);
+        else assert.equal((await c.cmd('NOOP')).code, 250, `${rcpt}: connection stays open`);
+      } finally {
+        c.close();
+      }
+    }
+  });
+
+  test('addresses without angle brackets work end to end', async () => {
+    const { rcptReplies, dataReply } = await sendMail(d.port, {
+      from: 'nobrackets@spam.example',
+      to: ['ok@trap.test'],
+      data: 'Subject: no brackets\r\n\r\nbody\r\n',
+    });
+    assert.equal(rcptReplies[0].code, 250);
+    assert.equal(dataReply?.code, 250, dataReply?.raw);
+    const jobs = await drain(d.spoolDir, 'incoming');
+    assert.equal(jobs.length, 1);
+    assert.equal(jobs[0].job.metadata.mail_from, 'nobrackets@spam.example');
+    assert.match(jobs[0].data.toString('latin1'), /MAIL_FROM=<nobrackets@spam\.example>/);
+  });
+
+  test('mixed recipients are filed once per destination, each copy with only its own recipients', async () => {
+    const body = 'Subject: mixed\r\nX-Test: 1\r\n\r\nline one\r\n..dot-stuffed line\r\n';
+    const { dataReply } = await sendMail(d.port, {
+      helo: 'Bot.Example',
+      from: '<s@spam.example>',
+      to: ['<ok@trap.test>', '<ham@trap.test>', '<root@trap.test>', '<other@trap.test>', '<deny@trap.test>'],
+      data: body,
+    });
+    assert.equal(dataReply?.code, 250, dataReply?.raw);
+    const incoming = await drain(d.spoolDir, 'incoming');
+    const ham = await drain(d.spoolDir, 'hamincoming');
+    const fwd = await drain(d.spoolDir, FORWARD_QUEUE);
+    assert.deepEqual(
+      [incoming.length, ham.length, fwd.length],
+      [1, 1, 1],
+      'one copy in each destination queue',
+    );
+    assert.equal(incoming[0].job.metadata.rcpt_to, 'ok@trap.test,other@trap.test');
+    assert.equal(ham[0].job.metadata.rcpt_to, 'ham@trap.test');
+    assert.equal(ham[0].job.metadata.note, 'ham');
+    assert.equal(fwd[0].job.metadata.rcpt_to, 'root@trap.test');
+    for (const { data } of [...incoming, ...ham, ...fwd]) {
+      const text = data.toString('latin1');
+      const headerEnd = text.indexOf('\r\nSubject: mixed');
+      assert.ok(headerEnd > 0, 'Received header is prepended to the message as received');
+      assert.equal(text.slice(headerEnd + 2), body.replace('..dot', '.dot'), 'message intact, dot-unstuffed');
+    }
+    const unfolded = (d: Buffer) => d.toString('latin1').split('\r\nSubject:')[0].replace(/\r\n\t/g, ' ');
+    assert.match(unfolded(incoming[0].data), /RCPT_TO=<ok@trap\.test>,<other@trap\.test>\s*;/);
+    assert.match(unfolded(ham[0].data), /RCPT_TO=<ham@trap\.test>\s*;/);
+    assert.match(unfolded(fwd[0].data), /RCPT_TO=<root@trap\.test>\s*;/);
+    for (const q of ['incoming', 'hamincoming', FORWARD_QUEUE]) assert.ok(tmpEmpty(d.spoolDir, q), `${q}/tmp empty`);
+  });
+
+  test('Received header bytes and queue metadata', async () => {
+    const { dataReply } = await sendMail(d.port, {
+      helo: 'bot.example',
+      from: '<s@spam.example>',
+      to: ['<ok@trap.test>'],
+      data: 'Subject: hdr\r\n\r\nx\r\n',
+    });
+    assert.equal(dataReply?.code, 250);
+    const [{ job, data }] = await drain(d.spoolDir, 'incoming');
+    const header = data.toString('latin1').split('Subject: hdr')[0];
+    const date = '[A-Z][a-z]{2}, \\d{1,2} [A-Z][a-z]{2} \\d{4} \\d\\d:\\d\\d:\\d\\d \\+0000';
+    const v = VERSION.replace(/\./g, '\\.');
+    assert.match(
+      header,
+      new RegExp(
+        `^Received: from bot\\.example \\(unknown \\[127\\.0\\.0\\.1\\]\\)\\r\\n` +
+          `\\tby trap\\.test \\(spamtrapd/${v}\\) with ESMTP ident=unknown\\r\\n` +
+          `\\tMAIL_FROM=<s@spam\\.example> RCPT_TO=<ok@trap\\.test>\\r\\n` +
+          `\\t; ${date}\\r\\n$`,
+      ),
+    );
+    assert.deepEqual(
+      { ...job.metadata },
+      {
+        mail_from: 's@spam.example',
+        rcpt_to: 'ok@trap.test',
+        remote_ip: '127.0.0.1',
+        remote_host: 'unknown',
+        helo: 'bot.example',
+        note: '',
+        tls: 'no',
+        proto: 'ESMTP',
+      },
+    );
+    assert.equal(job.size, data.length, 'QDSB is the stored size');
+    assert.ok(path.isAbsolute(job.dataPath), 'QDFN is absolute');
+  });
+
+  test('a message over MAX_MESSAGE_SIZE gets 552 and nothing is filed', async () => {
+    const { dataReply } = await sendMail(d.port, {
+      from: '<s@spam.example>',
+      to: ['<ok@trap.test>'],
+      data: 'Subject: big\r\n\r\n' + ('x'.repeat(998) + '\r\n').repeat(30),
+    });
+    assert.equal(dataReply?.code, 552, dataReply?.raw);
+    assert.equal((await drain(d.spoolDir, 'incoming')).length, 0);
+    assert.ok(tmpEmpty(d.spoolDir, 'incoming'));
+  });
+
+  test('a STARTTLS session is recorded as ESMTPS', async () => {
+    const c = await RawSmtp.connect(d.port);
+    try {
+      await c.read();
+      const ehlo = await c.cmd('EHLO tls.example');
+      assert.ok(ehlo.lines.some((l) => /STARTTLS/.test(l)), 'STARTTLS offered');
+      assert.equal((await c.startTls()).code, 220);
+      assert.equal((await c.cmd('EHLO tls.example')).code, 250);
+      await c.cmd('MAIL FROM:<s@spam.example>');
+      await c.cmd('RCPT TO:<ok@trap.test>');
+      assert.equal((await c.cmd('DATA')).code, 354);
+      c.write('Subject: tls\r\n\r\nsecret\r\n.\r\n');
+      assert.equal((await c.read()).code, 250);
+    } finally {
+      c.close();
+    }
+    const [{ job, data }] = await drain(d.spoolDir, 'incoming');
+    assert.match(data.toString('latin1').replace(/\r\n\t/g, ' '), /with ESMTPS ident=unknown/);
+    assert.equal(job.metadata.proto, 'ESMTPS');
+    assert.notEqual(job.metadata.tls, 'no');
+  });
+
+  test('the STARTTLS certificate is not smtp-server bundled one and is valid now', async () => {
+    const cert = fs.readFileSync(path.join(d.spoolDir, '.tls', 'cert.pem'));
+    const x509 = new (await import('node:crypto')).X509Certificate(cert);
+    assert.ok(new Date(x509.validTo) > new Date(), `expires ${x509.validTo}`);
+    assert.match(x509.subject, /CN=trap\.test/);
+  });
+
+  test('SIGHUP reloads a changed rule without refusing connections', async () => {
+    const file = path.join(d.configDir, 'rcpt_regexp');
+    fs.writeFileSync(file, RULES.replace('/^deny\\@trap\\.test$/       DENY No thanks', '/^deny\\@trap\\.test$/ OK Now welcome'));
+    const reloadsBefore = (d.logs().match(/ info reloaded /g) ?? []).length;
+    d.proc.kill('SIGHUP');
+    await d.waitForLog(/ info reloaded /, 10000, reloadsBefore + 2);
+    const { rcptReplies } = await sendMail(d.port, { from: '<s@x.example>', to: ['<deny@trap.test>'], data: 'x\r\n' });
+    assert.equal(rcptReplies[0].raw, '250 <deny@trap.test>, recipient ok\r\n');
+    await drain(d.spoolDir, 'incoming');
+  });
+});

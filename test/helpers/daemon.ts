@@ -1,0 +1,170 @@
+/**
+ * Starts the real trap (`spamtrapd start`) as a child process on loopback with a temporary spool and config,
+ * random ports, and waits until every acceptor listens. Tests drive it over real sockets.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export function repoRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'spamtrapd') return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no spamtrapd package.json above ${__dirname}`);
+    dir = up;
+  }
+}
+
+/** The compiled tree the tests run from (dist/ in CI, another out dir during development). */
+export function builtRoot(): string {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'workers', 'cli.js'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no compiled workers/cli.js above ${__dirname}`);
+    dir = up;
+  }
+  return dir;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface DaemonOptions {
+  workers?: number;
+  env?: Record<string, string>;
+  rcptRegexp?: string;
+  routes?: string;
+  /** Reuse a spool (e.g. to restart on the same one). */
+  spoolDir?: string;
+  /** Reuse a config dir. */
+  configDir?: string;
+  /** Wait for this many acceptors to listen (default: workers). */
+  waitListening?: number;
+}
+
+export class Daemon {
+  private out = '';
+  exitCode: number | null = null;
+  exitSignal: NodeJS.Signals | null = null;
+  private exited: Promise<void>;
+
+  constructor(
+    readonly proc: ChildProcess,
+    readonly port: number,
+    readonly metricsPort: number,
+    readonly spoolDir: string,
+    readonly configDir: string,
+    readonly workDir: string,
+  ) {
+    const collect = (d: Buffer) => {
+      this.out += d.toString('utf8');
+    };
+    proc.stdout?.on('data', collect);
+    proc.stderr?.on('data', collect);
+    this.exited = new Promise((resolve) => {
+      proc.once('exit', (code, signal) => {
+        this.exitCode = code;
+        this.exitSignal = signal;
+        resolve();
+      });
+    });
+  }
+
+  logs(): string {
+    return this.out;
+  }
+
+  /** Waits until the logs match `re` (counting from the start), up to timeoutMs. */
+  async waitForLog(re: RegExp, timeoutMs = 15000, count = 1): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const g = new RegExp(re.source, re.flags.includes('g') ? re.flags : re.flags + 'g');
+    while ((this.out.match(g) ?? []).length < count) {
+      if (this.exitCode !== null || this.exitSignal !== null) {
+        throw new Error(`daemon exited (${this.exitCode ?? this.exitSignal}) before ${re}:\n${this.out}`);
+      }
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${re} (x${count}) in:\n${this.out}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  async waitExit(timeoutMs = 30000): Promise<void> {
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.exited,
+      new Promise((_, reject) => {
+        t = setTimeout(() => reject(new Error(`daemon did not exit in ${timeoutMs} ms:\n${this.out}`)), timeoutMs);
+      }),
+    ]).finally(() => clearTimeout(t));
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 30000): Promise<void> {
+    if (this.exitCode !== null || this.exitSignal !== null) return;
+    this.proc.kill(signal);
+    await this.waitExit(timeoutMs);
+  }
+
+  /** Kills the daemon and whatever it forked, whatever state it is in. For `after` hooks. */
+  async destroy(): Promise<void> {
+    if (this.exitCode === null && this.exitSignal === null) {
+      try {
+        process.kill(-this.proc.pid!, 'SIGKILL');
+      } catch {
+        this.proc.kill('SIGKILL');
+      }
+      await this.waitExit(10000).catch(() => undefined);
+    }
+  }
+
+  cleanup(): void {
+    fs.rmSync(this.workDir, { recursive: true, force: true });
+  }
+}
+
+export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'spamtrapd-test-'));
+  const spoolDir = opts.spoolDir ?? path.join(workDir, 'spool');
+  const configDir = opts.configDir ?? path.join(workDir, 'config');
+  fs.mkdirSync(spoolDir, { recursive: true });
+  fs.mkdirSync(configDir, { recursive: true });
+  if (opts.rcptRegexp !== undefined) fs.writeFileSync(path.join(configDir, 'rcpt_regexp'), opts.rcptRegexp);
+  if (opts.routes !== undefined) fs.writeFileSync(path.join(configDir, 'routes'), opts.routes);
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const workers = opts.workers ?? 2;
+  const proc = spawn(process.execPath, [path.join(builtRoot(), 'workers', 'cli.js'), 'start'], {
+    cwd: workDir,
+    // Its own process group, so destroy() can kill the acceptors too.
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      SMTP_HOST: '127.0.0.1',
+      SMTP_PORT: String(port),
+      METRICS_HOST: '127.0.0.1',
+      METRICS_PORT: String(metricsPort),
+      WORKERS: String(workers),
+      SPOOL_DIR: spoolDir,
+      CONFIG_DIR: configDir,
+      ME: 'trap.test',
+      RDNS_TIMEOUT_MS: '0',
+      LOG_LEVEL: 'info',
+      ...opts.env,
+    },
+  });
+  const d = new Daemon(proc, port, metricsPort, spoolDir, configDir, workDir);
+  await d.waitForLog(/ info listening /, 30000, opts.waitListening ?? workers);
+  return d;
+}
