@@ -136,13 +136,18 @@ describe('overrides over a real socket', () => {
   });
 
   test('greets at once: no 100 ms hold', async () => {
-    const t0 = performance.now();
-    const c = await RawSmtp.connect(port);
-    const g = await c.read();
-    const ms = performance.now() - t0;
-    c.close();
-    assert.equal(g.code, 220);
-    assert.ok(ms < 60, `greeting took ${ms.toFixed(1)} ms`);
+    // The fastest of several greetings: a loaded machine can slow one down, but with the upstream hold in place
+    // none can arrive before 100 ms.
+    let fastest = Infinity;
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      const c = await RawSmtp.connect(port);
+      const g = await c.read();
+      fastest = Math.min(fastest, performance.now() - t0);
+      c.close();
+      assert.equal(g.code, 220);
+    }
+    assert.ok(fastest < 80, `fastest greeting took ${fastest.toFixed(1)} ms`);
   });
 
   test('a client that talks before the greeting is captured and counted, not refused', async () => {
