@@ -1,29 +1,44 @@
 import path from 'node:path';
-import { DirQueueWriter } from './dirqueue';
+import { DirQueueWriter, SpoolWriterThread, type JobStarter } from './dirqueue';
 
 /** Queue names become directory names under the spool: nothing that could climb out of it. */
 export const QUEUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
-/** The spool directory: one IPC::DirQueue queue per destination, each writer made on first use and kept. */
+/**
+ * The spool directory: one IPC::DirQueue queue per destination. Without fsync, jobs are written by the spool
+ * writer thread (synchronous calls off the event loop, the cheapest path). With fsync, by the in-process writer,
+ * whose calls run in libuv's thread pool: there the disk's flush latency dominates, and the pool overlaps the
+ * flushes of concurrent messages where one thread would serialise them.
+ */
 export class Spool {
-  private readonly writers = new Map<string, DirQueueWriter>();
+  private readonly starters = new Map<string, JobStarter>();
+  private readonly thread: SpoolWriterThread | null;
 
   constructor(
     readonly dir: string,
     private readonly opts: { fsync: boolean; hostname?: string },
-  ) {}
+  ) {
+    this.thread = opts.fsync ? null : new SpoolWriterThread();
+  }
 
   queueDir(queue: string): string {
     if (!QUEUE_NAME.test(queue)) throw new Error(`invalid queue name ${JSON.stringify(queue)}`);
     return path.join(this.dir, queue);
   }
 
-  writer(queue: string): DirQueueWriter {
-    let w = this.writers.get(queue);
+  writer(queue: string): JobStarter {
+    let w = this.starters.get(queue);
     if (!w) {
-      w = new DirQueueWriter(this.queueDir(queue), { fsync: this.opts.fsync, hostname: this.opts.hostname });
-      this.writers.set(queue, w);
+      const dir = this.queueDir(queue);
+      w = this.thread
+        ? this.thread.queue(dir, { hostname: this.opts.hostname })
+        : new DirQueueWriter(dir, { fsync: true, hostname: this.opts.hostname });
+      this.starters.set(queue, w);
     }
     return w;
+  }
+
+  async close(): Promise<void> {
+    await this.thread?.close();
   }
 }

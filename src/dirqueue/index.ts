@@ -4,3 +4,4 @@ export * from './writer';
 export * from './reader';
 export * from './sweep';
 export * from './instance-lock';
+export * from './writer-thread';

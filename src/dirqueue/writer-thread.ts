@@ -1,0 +1,214 @@
+/**
+ * Runs DirQueueWriter on a thread of its own, over synchronous file-system calls (sync-fs.ts), and hands its
+ * PendingJobs to the event loop as messages. Per message the loop then pays a few message-port posts instead of
+ * about twelve libuv thread-pool round trips, and a slow disk stalls this thread, never the SMTP sessions.
+ *
+ * Ordering: the thread applies messages strictly in the order posted (one promise chain), so a job's writes land
+ * in order and a `ping` is answered only after everything posted before it is on disk: that is the back-pressure.
+ * A job's first error is latched in the thread (the writer has already removed the job's files) and reported at
+ * commit, which is the only point where the SMTP session decides between 250 and 4xx anyway.
+ */
+import path from 'node:path';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import type { Metadata } from './control';
+import { syncBackedFs } from './sync-fs';
+import { DirQueueWriter, type BeginOptions, type CommittedJob, type PendingJob } from './writer';
+
+const ROLE = 'spamtrapd-spool-writer';
+
+type Request =
+  | { op: 'begin'; id: number; dir: string; hostname?: string; priority?: number; metadata?: Metadata }
+  | { op: 'write'; id: number; chunk: Uint8Array }
+  | { op: 'commit'; id: number; metadata?: Metadata }
+  | { op: 'abort'; id: number }
+  | { op: 'ping'; id: number };
+
+type Reply = { id: number; ok?: CommittedJob; error?: { message: string; code?: string } };
+
+/** Anything that can start a queue job: the in-process writer or a queue served by the writer thread. */
+export interface JobStarter {
+  begin(opts?: BeginOptions): Promise<PendingJob>;
+}
+
+/** Bytes posted to the thread but not yet known written, past which a writer waits (bounds memory under a storm). */
+const HIGH_WATER_BYTES = 8 * 1024 * 1024;
+
+export class SpoolWriterThread {
+  private worker: Worker | null = null;
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  private unacked = 0;
+  private draining: Promise<void> | null = null;
+
+  /** A JobStarter for the queue in `dir`, served by this thread. */
+  queue(dir: string, opts: { hostname?: string } = {}): JobStarter {
+    const absolute = path.resolve(dir);
+    return {
+      begin: async (o: BeginOptions = {}) => {
+        const id = this.nextId++;
+        this.post({ op: 'begin', id, dir: absolute, hostname: opts.hostname, priority: o.priority, metadata: o.metadata });
+        return new ThreadJob(this, id);
+      },
+    };
+  }
+
+  /** @internal */ post(req: Request): void {
+    this.start().postMessage(req);
+  }
+
+  /** @internal */ call(req: Request): Promise<Reply> {
+    return new Promise((resolve, reject) => {
+      this.waiting.set(req.id, { resolve, reject });
+      this.post(req);
+    });
+  }
+
+  /** @internal */ async wrote(bytes: number): Promise<void> {
+    this.unacked += bytes;
+    if (this.unacked < HIGH_WATER_BYTES) return;
+    if (!this.draining) {
+      this.draining = this.call({ op: 'ping', id: this.nextId++ }).then(() => {
+        this.unacked = 0;
+        this.draining = null;
+      });
+    }
+    await this.draining;
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = null;
+    if (w) await w.terminate();
+  }
+
+  private start(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(__filename, { workerData: { role: ROLE } });
+    // The thread never keeps a process alive by itself: acceptors wait for their own commits before exiting.
+    w.unref();
+    w.on('message', (r: Reply) => {
+      const p = this.waiting.get(r.id);
+      if (!p) return;
+      this.waiting.delete(r.id);
+      p.resolve(r);
+    });
+    const failAll = (err: Error) => {
+      if (this.worker === w) this.worker = null;
+      this.unacked = 0;
+      this.draining = null;
+      const pending = [...this.waiting.values()];
+      this.waiting.clear();
+      for (const p of pending) p.reject(Object.assign(new Error(`spool writer thread failed: ${err.message}`), { code: 'EWRITERTHREAD' }));
+    };
+    w.on('error', failAll);
+    w.on('exit', (code) => failAll(new Error(`exited with code ${code}`)));
+    this.worker = w;
+    return w;
+  }
+}
+
+function toError(e: { message: string; code?: string }): Error {
+  return Object.assign(new Error(e.message), e.code ? { code: e.code } : {});
+}
+
+class ThreadJob implements PendingJob {
+  private size = 0;
+  private settled = false;
+
+  constructor(
+    private readonly t: SpoolWriterThread,
+    private readonly id: number,
+  ) {}
+
+  get bytes(): number {
+    return this.size;
+  }
+
+  write(chunk: Buffer): Promise<void> {
+    if (this.settled) return Promise.reject(new Error('PendingJob is already committed or aborted'));
+    this.size += chunk.length;
+    this.t.post({ op: 'write', id: this.id, chunk });
+    return this.t.wrote(chunk.length);
+  }
+
+  async commit(metadata?: Metadata): Promise<CommittedJob> {
+    if (this.settled) throw new Error('PendingJob is already committed or aborted');
+    this.settled = true;
+    const r = await this.t.call({ op: 'commit', id: this.id, metadata });
+    if (r.error) throw toError(r.error);
+    return r.ok as CommittedJob;
+  }
+
+  async abort(): Promise<void> {
+    if (this.settled) return;
+    this.settled = true;
+    await this.t.call({ op: 'abort', id: this.id }).catch(() => undefined);
+  }
+}
+
+/** The thread side: one writer per queue directory, every call applied in posting order. */
+function serve(): void {
+  const port = parentPort!;
+  const writers = new Map<string, DirQueueWriter>();
+  const jobs = new Map<number, { job: PendingJob | null; error: Error | null }>();
+  const errorOf = (e: unknown) => ({ message: (e as Error).message, code: (e as NodeJS.ErrnoException).code });
+
+  const handle = async (m: Request): Promise<void> => {
+    switch (m.op) {
+      case 'begin': {
+        let w = writers.get(m.dir);
+        if (!w) {
+          w = new DirQueueWriter(m.dir, { fs: syncBackedFs, hostname: m.hostname });
+          writers.set(m.dir, w);
+        }
+        try {
+          jobs.set(m.id, { job: await w.begin({ priority: m.priority, metadata: m.metadata }), error: null });
+        } catch (e) {
+          jobs.set(m.id, { job: null, error: e as Error });
+        }
+        return;
+      }
+      case 'write': {
+        const s = jobs.get(m.id);
+        if (!s?.job || s.error) return;
+        try {
+          await s.job.write(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength));
+        } catch (e) {
+          s.error = e as Error;
+        }
+        return;
+      }
+      case 'commit': {
+        const s = jobs.get(m.id);
+        jobs.delete(m.id);
+        if (!s || s.error || !s.job) {
+          port.postMessage({ id: m.id, error: errorOf(s?.error ?? new Error('unknown job')) } satisfies Reply);
+          return;
+        }
+        try {
+          port.postMessage({ id: m.id, ok: await s.job.commit(m.metadata) } satisfies Reply);
+        } catch (e) {
+          port.postMessage({ id: m.id, error: errorOf(e) } satisfies Reply);
+        }
+        return;
+      }
+      case 'abort': {
+        const s = jobs.get(m.id);
+        jobs.delete(m.id);
+        await s?.job?.abort().catch(() => undefined);
+        port.postMessage({ id: m.id } satisfies Reply);
+        return;
+      }
+      case 'ping':
+        port.postMessage({ id: m.id } satisfies Reply);
+        return;
+    }
+  };
+
+  let tail: Promise<void> = Promise.resolve();
+  port.on('message', (m: Request) => {
+    tail = tail.then(() => handle(m));
+  });
+}
+
+if (!isMainThread && (workerData as { role?: string } | null)?.role === ROLE) serve();
