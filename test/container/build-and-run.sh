@@ -6,6 +6,7 @@
 #   test/container/build-and-run.sh base                 make the stand-in docker.io/library/node:20-slim (cached)
 #   test/container/build-and-run.sh build [TAG]          base, then podman build of the unchanged Dockerfile
 #   test/container/build-and-run.sh run TAG [VAR=VAL..]  run the image's ENTRYPOINT+CMD in the foreground
+#   test/container/build-and-run.sh health TAG ROOTFS [VAR=VAL..]  run the image's HEALTHCHECK in a running root
 #   test/container/build-and-run.sh port25 TAG           prove the image USER binds port 25 with the documented sysctl
 #   test/container/build-and-run.sh rm CONTAINER         remove a container left by an interrupted run
 #
@@ -166,10 +167,42 @@ run() {
   trap 'kill -TERM $pid 2>/dev/null || true' TERM INT
   local rc=0
   wait "$pid" || rc=$?
-  # A signal interrupts the first wait; the second one collects the trap's real exit status.
-  if kill -0 "$pid" 2>/dev/null; then wait "$pid" || rc=$?; fi
+  # A signal to this script interrupts the first wait (status > 128); the second one collects the trap's real exit
+  # status. 127 means the first wait had it already (the child itself died of a signal).
+  if [ "$rc" -gt 128 ]; then
+    local rc2=0
+    wait "$pid" || rc2=$?
+    [ "$rc2" = 127 ] || rc=$rc2
+  fi
   echo "exit: $rc"
   return "$rc"
+}
+
+# Prints the HEALTHCHECK's argv, NUL-terminated; CMD-SHELL becomes /bin/sh -c as an engine runs it.
+healthcheck_argv_of() {
+  podman image inspect "$1" | node -e '
+    // podman reports the Docker-format HEALTHCHECK beside Config, not inside it.
+    const i = JSON.parse(require("fs").readFileSync(0, "utf8"))[0];
+    const t = ((i.Healthcheck || i.Config.Healthcheck || {}).Test) || [];
+    const argv = t[0] === "CMD" ? t.slice(1) : t[0] === "CMD-SHELL" ? ["/bin/sh", "-c", t[1]] : [];
+    if (!argv.length) { console.error("image has no HEALTHCHECK command"); process.exit(1); }
+    process.stdout.write(argv.map((a) => a + "\0").join(""));'
+}
+
+# Runs the HEALTHCHECK the way an engine does (as USER, in WORKDIR, with the image ENV plus the container's
+# variables) inside the root of a container that `run` started; its exit status is the health verdict.
+health() {
+  local tag=${1:?health TAG ROOTFS [VAR=VALUE ...]} rootfs=${2:?health TAG ROOTFS} user workdir
+  shift 2
+  user=$(resolve_user "$rootfs" "$(inspect "$tag" '{{.Config.User}}')")
+  workdir=$(inspect "$tag" '{{.Config.WorkingDir}}')
+  local -a env argv
+  mapfile -t env < <(inspect "$tag" '{{range .Config.Env}}{{println .}}{{end}}' | sed '/^$/d')
+  env+=("$@")
+  mapfile -d '' -t argv < <(healthcheck_argv_of "$tag")
+  unshare -m --propagation private bash -c "$(declare -f prepare_root); prepare_root \"\$1\"; shift;
+      exec chroot --userspec=\"\$1\" --groups=\"\${1#*:}\" \"\$2\" /usr/bin/env -i -C \"\$3\" \"\${@:4}\"" \
+    _ "$rootfs" "$user" "$rootfs" "${workdir:-/}" "${env[@]}" "${argv[@]}"
 }
 
 port25() {
@@ -198,6 +231,7 @@ case "$cmd" in
   base) base ;;
   build) build "$@" ;;
   run) run "$@" ;;
+  health) health "$@" ;;
   port25) port25 "$@" ;;
   rm)
     CONTAINER=${1:?rm CONTAINER}
@@ -205,7 +239,7 @@ case "$cmd" in
     cleanup_container
     ;;
   *)
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,15p' "$0" >&2
     exit 2
     ;;
 esac
