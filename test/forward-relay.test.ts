@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { forwardQueueName, parseForwardUrl } from '../src/config/routes';
 import { DirQueueReader, DirQueueWriter, type Job } from '../src/dirqueue';
-import { backoffMs, destinationOfQueue, ForwardRelay, RelayStateStore, type ForwardRelayOptions, type JobState } from '../src/forward';
+import { backoffMs, destinationOfQueue, ForwardRelay, reinjectDeadLetters, RelayStateStore, type ForwardRelayOptions, type JobState } from '../src/forward';
 import { createLogger } from '../src/log';
 
 function repoRoot(): string {
@@ -322,7 +322,7 @@ describe('forward relay', () => {
     assert.ok(t.lines.some((l) => l.includes('result=deferred') && l.includes('ECONNECTION')), 'a deferral names the connection error');
   });
 
-  test('5xx: dead letter with the reply recorded, nothing left in the forward queue, never retried', async () => {
+  test('5xx: dead letter with the reply recorded, nothing left in the forward queue, never retried; re-injection', async () => {
     const rx = await receiver();
     rx.data = () => ({ code: 554, text: 'Transaction failed\nspam not wanted here' });
     const spool = makeSpool();
@@ -351,6 +351,31 @@ describe('forward relay', () => {
     assert.deepEqual([t.delivered.n, t.deferred.n, t.failed.n], [0, 0, 1]);
     assert.deepEqual(t.enqueued, ['deadletter']);
     assert.deepEqual(stateFiles(spool), []);
+
+    // Once the MTA would take it, the documented re-injection sends it with the original envelope.
+    rx.data = () => null;
+    const ids = await reinjectDeadLetters(spool, { queue: q });
+    assert.equal(ids.length, 1);
+    await waitFor('re-injected delivery', () => rx.messages.length === 1 && queueFiles(spool, q).length === 0);
+    assert.deepEqual(rx.messages[0]!.data, m);
+    assert.deepEqual([rx.messages[0]!.from, rx.messages[0]!.to], ['spam@bad.example', ['root@victim.example']]);
+    assert.equal((await jobsOf(spool, 'deadletter')).length, 0);
+    assert.equal(t.delivered.n, 1);
+  });
+
+  test('a sender SMTP cannot carry is dead-lettered without a transaction, not retried', async () => {
+    const rx = await receiver();
+    const spool = makeSpool();
+    const q = forwardQueueName('127.0.0.1', rx.port);
+    await enqueue(spool, q, storedMessage('badaddr'), { mail_from: 'a<b>@bad.example', rcpt_to: 'root@victim.example' });
+    const t = makeRelay(spool);
+    await t.relay.start();
+    await waitFor('dead letter', async () => (await jobsOf(spool, 'deadletter')).length === 1 && queueFiles(spool, q).length === 0);
+    const [dl] = await jobsOf(spool, 'deadletter');
+    assert.equal(dl!.metadata['deadletter_reason'], 'rejected');
+    assert.match(dl!.metadata['deadletter_reply']!, /EENVELOPE.*Invalid sender/);
+    assert.equal(rx.transactions, 0);
+    assert.deepEqual([t.delivered.n, t.deferred.n, t.failed.n], [0, 0, 1]);
   });
 
   test('recipients answered differently: accepted ones delivered, refused ones dead-lettered, deferred ones retried alone', async () => {

@@ -293,7 +293,14 @@ export interface SmtpTransaction {
  * MTA as the trap received it. STARTTLS is used when offered, without certificate checks (an internal MTA usually
  * has a self-signed one), and a failed upgrade falls back to plain text, as MTAs do for opportunistic TLS.
  */
-export function sendOnce(dest: Destination, opts: SmtpOptions, from: string, rcpts: string[], message: fs.ReadStream): SmtpTransaction {
+export function sendOnce(
+  dest: Destination,
+  opts: SmtpOptions,
+  from: string,
+  rcpts: string[],
+  message: fs.ReadStream,
+  size?: number,
+): SmtpTransaction {
   const conn = new SMTPConnection({
     host: dest.host,
     port: dest.port,
@@ -324,7 +331,8 @@ export function sendOnce(dest: Destination, opts: SmtpOptions, from: string, rcp
   conn.connect((err) => {
     if (err) return finish(err as SmtpError, null);
     // from '' is the null sender: SMTPConnection sends MAIL FROM:<>.
-    conn.send({ from, to: rcpts }, message, (e, info) => finish((e as SmtpError | null) ?? null, info ?? null));
+    // With the size, an MTA advertising SIZE refuses an oversized message at MAIL FROM instead of after DATA.
+    conn.send({ from, to: rcpts, ...(size !== undefined && Number.isFinite(size) ? { size } : {}) }, message, (e, info) => finish((e as SmtpError | null) ?? null, info ?? null));
   });
   return {
     result,
@@ -570,7 +578,7 @@ class DestinationWorker {
     await this.saveState(job.jobId, { v: 1, phase: 'delivering', attempts: attempt, nextAttemptAt: 0, lastReply: prev?.lastReply ?? '' });
 
     const startedAt = Date.now();
-    const tx = sendOnce(this.dest, this.s.smtp, from, rcpts, job.openStream());
+    const tx = sendOnce(this.dest, this.s.smtp, from, rcpts, job.openStream(), job.size);
     this.inFlight.set(job.jobId, tx);
     // IPC::DirQueue lets others break a lock after 600 s; keep ours fresh through a slow transaction.
     const touch = setInterval(() => void job.touchActiveLock().catch(() => undefined), 60_000);
@@ -860,6 +868,56 @@ function sanitize(meta: Record<string, string>): Metadata {
   for (const [k, v] of Object.entries(meta)) {
     if ((k.length === 4 && k.startsWith('Q')) || /[:\0\n]/.test(k)) continue;
     out[k] = v.replace(/[\0\n]/g, ' ');
+  }
+  return out;
+}
+
+export interface ReinjectOptions {
+  /** Only dead letters whose deadletter_queue is this forward queue. */
+  queue?: string;
+  /** Only this dead-letter job. */
+  jobId?: string;
+  log?: Logger;
+}
+
+/**
+ * Moves dead letters back into the forward queue they came from (deadletter_queue), with their original metadata and
+ * a fresh attempt count; a running relay picks them up on its next poll. Each dead letter is taken with the
+ * consumers' lock protocol and finished only after its copy is committed (fsync'd), so a crash in between leaves a
+ * duplicate, never a loss. Dead letters without a usable deadletter_queue are left where they are. Returns the new
+ * job ids.
+ */
+export async function reinjectDeadLetters(spoolDir: string, opts: ReinjectOptions = {}): Promise<string[]> {
+  const spool = path.resolve(spoolDir);
+  const dir = path.join(spool, DEADLETTER_QUEUE);
+  const wanted = new Set<string>();
+  await new DirQueueReader(dir).visitAll((job) => {
+    const q = job.metadata['deadletter_queue'] ?? '';
+    if (!destinationOfQueue(q)) {
+      opts.log?.warn('reinject_skipped', { id: job.jobId, reason: `deadletter_queue ${JSON.stringify(q)} is not a forward queue` });
+      return;
+    }
+    if ((opts.queue === undefined || opts.queue === q) && (opts.jobId === undefined || opts.jobId === job.jobId)) wanted.add(job.jobId);
+  });
+  const reader = new DueJobReader(dir, (msg) => opts.log?.warn('dirqueue', { queue: DEADLETTER_QUEUE, msg }), (id) => wanted.has(id));
+  const writers = new Map<string, DirQueueWriter>();
+  const out: string[] = [];
+  for (let job = await reader.pickup(); job; job = await reader.pickup()) {
+    wanted.delete(job.jobId);
+    const q = job.metadata['deadletter_queue']!;
+    let w = writers.get(q);
+    if (!w) writers.set(q, (w = new DirQueueWriter(path.join(spool, q), { fsync: true })));
+    const meta: Record<string, string> = {};
+    for (const [k, v] of Object.entries(job.metadata)) if (!k.startsWith('deadletter_') && !k.startsWith('forward_')) meta[k] = v;
+    try {
+      const c = await w.enqueueStream(job.openStream(), sanitize(meta));
+      out.push(c.jobId);
+      opts.log?.info('reinjected', { id: job.jobId, queue: q, new_id: c.jobId, rcpts: meta['rcpt_to'] });
+    } catch (err) {
+      await job.returnToQueue();
+      throw err;
+    }
+    await job.finish();
   }
   return out;
 }
