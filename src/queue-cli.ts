@@ -25,13 +25,17 @@ type Out = { write(s: string): unknown };
 export interface QueueCliIo {
   stdout: Out;
   stderr: Out & { isTTY?: boolean };
+  /** `stats` shows progress on a TTY every this many jobs (default 10000); tests lower it. */
+  progressEvery?: number;
 }
 
 function jobSummary(job: Job) {
+  // A control file with a garbled QSTT must not make the whole listing throw (Invalid time value).
+  const submitted = new Date(job.submittedSecs * 1000 + Math.floor((job.submittedUsecs || 0) / 1000));
   return {
     id: job.jobId,
     size: job.size,
-    submitted: new Date(job.submittedSecs * 1000 + Math.floor(job.submittedUsecs / 1000)).toISOString(),
+    submitted: Number.isNaN(submitted.getTime()) ? null : submitted.toISOString(),
     hostname: job.hostname,
     data_path: job.dataPath,
     active: job.activeHost ? { host: job.activeHost, pid: job.activePid } : null,
@@ -42,6 +46,16 @@ function jobSummary(job: Job) {
 function queueDir(spool: string, queue: string): string {
   if (!QUEUE_NAME.test(queue)) throw new UsageError(`not a queue name: ${JSON.stringify(queue)}`);
   return path.join(spool, queue);
+}
+
+/**
+ * A queue that must already exist: the reader treats a missing queue as empty, and pickup would even create it,
+ * so a mistyped name would otherwise print "empty" (and leave a stray directory) instead of an error.
+ */
+async function existingQueueDir(spool: string, queue: string): Promise<string> {
+  const dir = queueDir(spool, queue);
+  await fs.access(dir);
+  return dir;
 }
 
 class UsageError extends Error {}
@@ -75,9 +89,13 @@ export async function runQueueCommand(
   }
   const { values, positionals } = parsed;
   const [command, ...args] = positionals;
-  if (values.help || !command) {
+  if (values.help) {
     io.stdout.write(USAGE + '\n');
-    return values.help ? 0 : 2;
+    return 0;
+  }
+  if (!command) {
+    io.stderr.write(`spamtrapd queue: no command\n${USAGE}\n`);
+    return 2;
   }
   const spool = path.resolve(values.spool ?? cfg.spoolDir);
   const json = values.json;
@@ -88,10 +106,10 @@ export async function runQueueCommand(
         return await stats(spool, args, io, print);
       case 'list': {
         if (args.length !== 1) throw new UsageError('list takes one QUEUE');
-        const limit = values.limit === undefined ? Infinity : Number(values.limit);
-        if (!Number.isInteger(limit) && limit !== Infinity) throw new UsageError('--limit takes a whole number');
+        const limit = values.limit === undefined ? Infinity : /^\d+$/.test(values.limit) ? Number(values.limit) : NaN;
+        if (Number.isNaN(limit)) throw new UsageError('--limit takes a whole number');
         const jobs: ReturnType<typeof jobSummary>[] = [];
-        const reader = new DirQueueReader(queueDir(spool, args[0]), { warn: () => undefined });
+        const reader = new DirQueueReader(await existingQueueDir(spool, args[0]), { warn: () => undefined });
         await reader.visitAll((job) => {
           if (jobs.length < limit) jobs.push(jobSummary(job));
         });
@@ -109,7 +127,8 @@ export async function runQueueCommand(
         const queues = args.length === 2 ? [args[0]] : await queueNames(spool);
         for (const q of queues) {
           let found: Job | null = null;
-          await new DirQueueReader(queueDir(spool, q), { warn: () => undefined }).visitAll((job) => {
+          const dir = args.length === 2 ? await existingQueueDir(spool, q) : queueDir(spool, q);
+          await new DirQueueReader(dir, { warn: () => undefined }).visitAll((job) => {
             if (job.jobId === id) found = job;
           });
           if (found) {
@@ -132,13 +151,20 @@ export async function runQueueCommand(
       }
       case 'pickup': {
         if (args.length !== 1) throw new UsageError('pickup takes one QUEUE');
-        const reader = new DirQueueReader(queueDir(spool, args[0]));
+        const reader = new DirQueueReader(await existingQueueDir(spool, args[0]));
         const job = await reader.pickup();
         if (!job) {
           print('queue is empty\n', { queue: args[0], job: null });
           return 0;
         }
-        const message = (await job.readData()).toString('latin1');
+        let message: string;
+        try {
+          message = (await job.readData()).toString('latin1');
+        } catch (err) {
+          // Give the job back at once rather than leave it locked for other consumers for ACTIVE_FILE_LIFETIME_S.
+          await job.returnToQueue();
+          throw err;
+        }
         if (values.keep) await job.returnToQueue();
         else await job.finish();
         print(`${job.jobId}\n${message}`, { queue: args[0], job: jobSummary(job), message, removed: !values.keep });
@@ -165,10 +191,10 @@ async function stats(
   print: (human: string, doc: unknown) => void,
 ): Promise<number> {
   const queues = names.length ? names : await queueNames(spool);
+  const every = io.progressEvery ?? 10000;
   const rows = [];
   for (const q of queues) {
-    const dir = queueDir(spool, q);
-    await fs.access(dir);
+    const dir = await existingQueueDir(spool, q);
     // Every control file is read for QDSB; on a queue of millions that takes a while, so show progress on a TTY.
     let jobs = 0;
     let bytes = 0;
@@ -179,9 +205,9 @@ async function stats(
       bytes += job.size;
       const t = job.submittedSecs + job.submittedUsecs / 1e6;
       if (oldest === null || t < oldest) oldest = t;
-      if (io.stderr.isTTY && jobs % 10000 === 0) io.stderr.write(`\r${q}: ${jobs} jobs read...`);
+      if (io.stderr.isTTY && jobs % every === 0) io.stderr.write(`\r${q}: ${jobs} jobs read...`);
     });
-    if (io.stderr.isTTY && jobs >= 10000) io.stderr.write('\r\x1b[K');
+    if (io.stderr.isTTY && jobs >= every) io.stderr.write('\r\x1b[K');
     rows.push({ queue: q, jobs, bytes, oldest_seconds: oldest === null ? null : Math.max(0, Math.round(now - oldest)) });
   }
   const width = Math.max(5, ...rows.map((r) => r.queue.length));
