@@ -7,6 +7,7 @@ import cluster, { type Worker } from 'node:cluster';
 import path from 'node:path';
 import { loadRules, type TrapConfig } from './config/env';
 import { acquireSpoolLock, findQueueDirs, sweepSpool } from './dirqueue';
+import { forkRelay, RELAY_SLOT } from './forward';
 import type { PrimaryToWorker } from './ipc';
 import { createLogger, type Logger } from './log';
 import { dirQueueScanner, MetricsAggregator, startMetricsServer } from './metrics';
@@ -23,7 +24,9 @@ export function restartDelayMs(recentFailures: number): number {
 const STABLE_AFTER_MS = 10_000;
 
 interface Slot {
-  index: number;
+  /** `0`..`N-1` for acceptors, `relay` for the forward relay: the metrics `worker` label. */
+  name: string;
+  fork: () => Worker;
   worker: Worker | null;
   startedAt: number;
   failures: number;
@@ -74,38 +77,36 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
     },
   });
   aggregator.start();
-  const slots: Slot[] = Array.from({ length: cfg.workers }, (_, index) => ({
-    index,
-    worker: null,
-    startedAt: 0,
-    failures: 0,
-    timer: null,
-  }));
-  const metricsServer = await startMetricsServer({ host: cfg.metricsHost, port: cfg.metricsPort, aggregator });
-  log.info('metrics', { host: cfg.metricsHost, port: metricsServer.address().port });
-
   // SCHED_NONE: each acceptor accepts on the shared socket itself. Round-robin would make the primary
   // accept every connection and pass it on, which measured ~30% slower and puts the primary in the data path.
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: path.join(__dirname, '..', 'workers', 'acceptor.js') });
+  const newSlot = (name: string, fork: () => Worker): Slot => ({ name, fork, worker: null, startedAt: 0, failures: 0, timer: null });
+  const slots: Slot[] = [
+    ...Array.from({ length: cfg.workers }, (_, i) => newSlot(String(i), () => cluster.fork({ SPAMTRAPD_SLOT: String(i) }))),
+    // One relay, not one per CPU: it drains the forward-* queues to their MTAs (docs/forward.md).
+    newSlot(RELAY_SLOT, () => forkRelay()),
+  ];
+  const metricsServer = await startMetricsServer({ host: cfg.metricsHost, port: cfg.metricsPort, aggregator });
+  log.info('metrics', { host: cfg.metricsHost, port: metricsServer.address().port });
 
   let stopping = false;
   const fork = (slot: Slot) => {
     slot.timer = null;
     slot.startedAt = Date.now();
-    const worker = cluster.fork({ SPAMTRAPD_SLOT: String(slot.index) });
+    const worker = slot.fork();
     slot.worker = worker;
     const pid = worker.process.pid!;
-    aggregator.workerStarted(String(slot.index), pid);
+    aggregator.workerStarted(slot.name, pid);
     worker.on('message', (msg: unknown) => aggregator.handleMessage(msg));
     worker.on('exit', (code, signal) => {
       slot.worker = null;
-      aggregator.workerExited(String(slot.index), pid);
+      aggregator.workerExited(slot.name, pid);
       if (stopping) return;
       const lived = Date.now() - slot.startedAt;
       slot.failures = lived > STABLE_AFTER_MS ? 1 : slot.failures + 1;
       const delay = restartDelayMs(slot.failures);
-      log.error('acceptor_died', { slot: slot.index, pid, code, signal, lived_ms: lived, restart_in_ms: delay });
+      log.error('worker_died', { slot: slot.name, pid, code, signal, lived_ms: lived, restart_in_ms: delay });
       slot.timer = setTimeout(() => fork(slot), delay);
     });
   };
@@ -146,7 +147,7 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
 async function knownQueues(cfg: TrapConfig): Promise<string[]> {
   const onDisk = (await findQueueDirs(cfg.spoolDir)).map((d) => path.relative(cfg.spoolDir, d));
   const routed = loadRules(cfg).routes.map((r) => r.destination.queue);
-  return [...new Set(['incoming', ...onDisk, ...routed])];
+  return [...new Set(['incoming', 'deadletter', ...onDisk, ...routed])];
 }
 
 function broadcast(slots: Slot[], msg: PrimaryToWorker): void {

@@ -7,9 +7,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { SMTPServer } from 'smtp-server';
 import { DirQueueReader, type Job } from '../src/dirqueue';
 import { VERSION } from '../src/version';
-import { startDaemon, type Daemon } from './helpers/daemon';
+import { freePort, startDaemon, type Daemon } from './helpers/daemon';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
 
 const RULES = `# every code the rcpt_regexp spec knows
@@ -28,12 +29,17 @@ Literal@Trap.Test            DENY Literal match
 /^unknowncode\\@/            MAYBE whatever
 `;
 
-const ROUTES = `note=ham                      queue hamincoming
-rcpt=/^(root|postmaster)@/    forward smtp://127.0.0.1:10025
+const routes = (mtaPort: number) => `note=ham                      queue hamincoming
+rcpt=/^(root|postmaster)@/    forward smtp://127.0.0.1:${mtaPort}
 *                             queue incoming
 `;
 
-const FORWARD_QUEUE = 'forward-127.0.0.1-10025';
+/** The internal MTA the forward route points at: records what the trap's relay delivers. */
+interface Delivered {
+  from: string;
+  to: string[];
+  data: Buffer;
+}
 
 async function drain(spool: string, queue: string): Promise<Array<{ job: Job; data: Buffer }>> {
   const dir = path.join(spool, queue);
@@ -54,14 +60,38 @@ function tmpEmpty(spool: string, queue: string): boolean {
 
 describe('spamtrapd daemon', () => {
   let d: Daemon;
+  let mta: SMTPServer;
+  let forwardQueue: string;
+  const delivered: Delivered[] = [];
 
   before(async () => {
-    d = await startDaemon({ rcptRegexp: RULES, routes: ROUTES, env: { MAX_MESSAGE_SIZE: '20000' } });
+    const mtaPort = await freePort();
+    forwardQueue = `forward-127.0.0.1-${mtaPort}`;
+    mta = new SMTPServer({
+      authOptional: true,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      logger: false,
+      onData(stream, session, cb) {
+        const parts: Buffer[] = [];
+        stream.on('data', (c: Buffer) => parts.push(c));
+        stream.on('end', () => {
+          delivered.push({
+            from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+            to: session.envelope.rcptTo.map((r) => r.address),
+            data: Buffer.concat(parts),
+          });
+          cb();
+        });
+      },
+    });
+    await new Promise<void>((resolve) => mta.listen(mtaPort, '127.0.0.1', () => resolve()));
+    d = await startDaemon({ rcptRegexp: RULES, routes: routes(mtaPort), env: { MAX_MESSAGE_SIZE: '20000' } });
   });
 
   after(async () => {
     await d?.destroy();
     d?.cleanup();
+    await new Promise<void>((resolve) => mta?.close(() => resolve()));
   });
 
   test('bad rcpt_regexp lines are reported with file:line and skipped, the rest load', async () => {
@@ -128,27 +158,32 @@ describe('spamtrapd daemon', () => {
     assert.equal(dataReply?.code, 250, dataReply?.raw);
     const incoming = await drain(d.spoolDir, 'incoming');
     const ham = await drain(d.spoolDir, 'hamincoming');
-    const fwd = await drain(d.spoolDir, FORWARD_QUEUE);
-    assert.deepEqual(
-      [incoming.length, ham.length, fwd.length],
-      [1, 1, 1],
-      'one copy in each destination queue',
-    );
+    assert.deepEqual([incoming.length, ham.length], [1, 1], 'one copy in each trap queue');
     assert.equal(incoming[0].job.metadata.rcpt_to, 'ok@trap.test,other@trap.test');
     assert.equal(ham[0].job.metadata.rcpt_to, 'ham@trap.test');
     assert.equal(ham[0].job.metadata.note, 'ham');
-    assert.equal(fwd[0].job.metadata.rcpt_to, 'root@trap.test');
-    for (const { data } of [...incoming, ...ham, ...fwd]) {
+    // The forward copy goes through its durable queue to the MTA, delivered by the primary's relay process.
+    const deadline = Date.now() + 15_000;
+    while (delivered.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(delivered.length, 1, `relay delivered nothing:\n${d.logs()}`);
+    assert.equal(delivered[0].from, 's@spam.example', 'original envelope sender');
+    assert.deepEqual(delivered[0].to, ['root@trap.test'], 'only the forwarded recipient');
+    const copies = [...incoming.map((j) => j.data), ...ham.map((j) => j.data), delivered[0].data];
+    for (const data of copies) {
       const text = data.toString('latin1');
       const headerEnd = text.indexOf('\r\nSubject: mixed');
       assert.ok(headerEnd > 0, 'Received header is prepended to the message as received');
       assert.equal(text.slice(headerEnd + 2), body.replace('..dot', '.dot'), 'message intact, dot-unstuffed');
     }
-    const unfolded = (d: Buffer) => d.toString('latin1').split('\r\nSubject:')[0].replace(/\r\n\t/g, ' ');
+    const unfolded = (b: Buffer) => b.toString('latin1').split('\r\nSubject:')[0].replace(/\r\n\t/g, ' ');
     assert.match(unfolded(incoming[0].data), /RCPT_TO=<ok@trap\.test>,<other@trap\.test>\s*;/);
     assert.match(unfolded(ham[0].data), /RCPT_TO=<ham@trap\.test>\s*;/);
-    assert.match(unfolded(fwd[0].data), /RCPT_TO=<root@trap\.test>\s*;/);
-    for (const q of ['incoming', 'hamincoming', FORWARD_QUEUE]) assert.ok(tmpEmpty(d.spoolDir, q), `${q}/tmp empty`);
+    assert.match(unfolded(delivered[0].data), /RCPT_TO=<root@trap\.test>\s*;/);
+    for (const q of ['incoming', 'hamincoming', forwardQueue]) assert.ok(tmpEmpty(d.spoolDir, q), `${q}/tmp empty`);
+    while (fs.readdirSync(path.join(d.spoolDir, forwardQueue, 'queue')).length > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(fs.readdirSync(path.join(d.spoolDir, forwardQueue, 'queue')), [], 'delivered job finished');
   });
 
   test('Received header bytes and queue metadata', async () => {
