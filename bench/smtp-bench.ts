@@ -1,0 +1,1236 @@
+/**
+ * End-to-end SMTP benchmark: Postfix's smtp-source floods Postfix's smtp-sink (the reference: a C sink that stores
+ * nothing) and the real spamtrapd in turns, in the same run, so their ratio survives a noisy shared machine better
+ * than either absolute number. Modes:
+ *   throughput  rounds x (smtp-sink, spamtrapd[fsync off|on]): msgs/s, server CPU ms/msg, p50/p99 latency, stored/sent
+ *   storm       thousands of idle connections held open while a flood runs: refusals, greeting latency, RSS per idle
+ *   soak        one long flood, every process's RSS sampled every N messages, growth from 10% to 100%
+ * Usage and the meaning of every number: bench/README.md. Compiled to dist/bench/smtp-bench.js.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+// ---------------------------------------------------------------- options
+
+type Mode = 'throughput' | 'storm' | 'soak' | 'all';
+
+interface Options {
+  mode: Mode;
+  rounds: number;
+  messages: number;
+  sessions: number;
+  size: number;
+  workers: number;
+  fsync: boolean[];
+  json: boolean;
+  smoke: boolean;
+  probeLanes: number;
+  stormIdle: number;
+  stormMessages: number;
+  soakMessages: number;
+  soakSampleEvery: number;
+  spoolBase: string;
+}
+
+const USAGE = `usage: node dist/bench/smtp-bench.js [options]
+  --mode throughput|storm|soak|all   (default throughput)
+  --rounds N            throughput rounds, each runs smtp-sink and spamtrapd once (default 3)
+  --messages N          smtp-source messages per throughput turn (default 5000)
+  --sessions N          smtp-source parallel sessions (default 50)
+  --size BYTES          message body length, smtp-source -l (default 4096)
+  --workers N           spamtrapd acceptors (default 2)
+  --fsync off|on|both   SPOOL_FSYNC for the spamtrapd turns (default off)
+  --probe-lanes N       sequential latency-probe clients beside the flood, 0 = none (default 1)
+  --storm-idle N        idle connections held open in storm mode (default 4000)
+  --storm-messages N    flood size during the storm (default 2000)
+  --soak-messages N     soak flood size (default 200000)
+  --soak-sample-every N RSS sample interval in messages (default soak-messages/20)
+  --spool-base DIR      where the temporary spools go (default os.tmpdir(); /dev/shm for tmpfs)
+  --json                print one JSON document on stdout (the human report goes to stderr)
+  --smoke               tiny counts, every mode, < 30 s: proves the script still works, measures nothing`;
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      mode: { type: 'string' },
+      rounds: { type: 'string' },
+      messages: { type: 'string' },
+      sessions: { type: 'string' },
+      size: { type: 'string' },
+      workers: { type: 'string' },
+      fsync: { type: 'string' },
+      'probe-lanes': { type: 'string' },
+      'storm-idle': { type: 'string' },
+      'storm-messages': { type: 'string' },
+      'soak-messages': { type: 'string' },
+      'soak-sample-every': { type: 'string' },
+      'spool-base': { type: 'string' },
+      json: { type: 'boolean' },
+      smoke: { type: 'boolean' },
+      help: { type: 'boolean' },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const smoke = values.smoke === true;
+  const int = (name: keyof typeof values, dflt: number, min: number): number => {
+    const raw = values[name];
+    if (raw === undefined) return dflt;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, not '${String(raw)}'`);
+    return n;
+  };
+  const mode = (values.mode ?? (smoke ? 'all' : 'throughput')) as Mode;
+  if (!['throughput', 'storm', 'soak', 'all'].includes(mode)) throw new UsageError(`--mode: unknown '${mode}'`);
+  const fsyncArg = values.fsync ?? (smoke ? 'both' : 'off');
+  const fsync = ({ off: [false], on: [true], both: [false, true] } as Record<string, boolean[]>)[fsyncArg];
+  if (!fsync) throw new UsageError(`--fsync must be off, on or both, not '${fsyncArg}'`);
+  const soakMessages = int('soak-messages', smoke ? 1000 : 200_000, 10);
+  return {
+    mode,
+    rounds: int('rounds', smoke ? 1 : 3, 1),
+    messages: int('messages', smoke ? 300 : 5000, 1),
+    sessions: int('sessions', smoke ? 10 : 50, 1),
+    size: int('size', 4096, 1),
+    workers: int('workers', 2, 1),
+    fsync,
+    json: values.json === true,
+    smoke,
+    probeLanes: int('probe-lanes', 1, 0),
+    stormIdle: int('storm-idle', smoke ? 200 : 4000, 1),
+    stormMessages: int('storm-messages', smoke ? 200 : 2000, 1),
+    soakMessages,
+    soakSampleEvery: int('soak-sample-every', Math.max(1, Math.floor(soakMessages / 20)), 1),
+    spoolBase: path.resolve(values['spool-base'] ?? os.tmpdir()),
+  };
+}
+
+class UsageError extends Error {}
+
+// ---------------------------------------------------------------- output
+
+let jsonMode = false;
+/** The human report; on stderr under --json so stdout stays one parseable document. */
+function say(line = ''): void {
+  (jsonMode ? process.stderr : process.stdout).write(line + '\n');
+}
+
+// ---------------------------------------------------------------- locations and tools
+
+function repoRoot(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'spamtrapd') return dir;
+    if (path.dirname(dir) === dir) throw new Error(`no spamtrapd package.json above ${__dirname}`);
+  }
+}
+
+/** The compiled tree this script belongs to: the daemon under test must be the same build as the bench. */
+function builtRoot(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'workers', 'cli.js'))) return dir;
+    if (path.dirname(dir) === dir) throw new Error(`no compiled workers/cli.js above ${__dirname}`);
+  }
+}
+
+interface Tools {
+  source: string;
+  sink: string;
+}
+
+function ensureTools(root: string): Tools {
+  const bin = path.join(root, '.tools', 'bin');
+  const tools = { source: path.join(bin, 'smtp-source'), sink: path.join(bin, 'smtp-sink') };
+  if (!fs.existsSync(tools.source) || !fs.existsSync(tools.sink)) {
+    say('installing smtp-source/smtp-sink: bash scripts/install-test-deps.sh');
+    const r = spawnSync('bash', [path.join(root, 'scripts', 'install-test-deps.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
+    if (r.status !== 0 || !fs.existsSync(tools.source) || !fs.existsSync(tools.sink)) {
+      throw new Error('scripts/install-test-deps.sh could not install smtp-source/smtp-sink (it needs root and apt-get)');
+    }
+  }
+  return tools;
+}
+
+// ---------------------------------------------------------------- processes we start, and their cleanup
+
+const children = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
+
+/** Everything is spawned detached, so the whole process group (a daemon and its acceptors) dies with one kill. */
+function startChild(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; stdio?: Array<'ignore' | 'pipe' | number> }): ChildProcess {
+  const child = spawn(cmd, args, { detached: true, cwd: opts.cwd, env: opts.env ?? process.env, stdio: opts.stdio ?? ['ignore', 'ignore', 'pipe'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function cleanupSync(): void {
+  for (const c of children) killGroup(c);
+  children.clear();
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      t = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(t));
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+// ---------------------------------------------------------------- /proc readings
+
+const CLK_TCK = (() => {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number(r.stdout?.trim());
+  return Number.isInteger(n) && n > 0 ? n : 100;
+})();
+
+interface CpuTicks {
+  user: number;
+  sys: number;
+  /** Of reaped children: how the bench learns what smtp-source spent, since it is gone before we could read it. */
+  childUser: number;
+  childSys: number;
+}
+
+/** A process that is gone reads as zero; the turn then reports the worker's death as a problem instead of crashing. */
+function readCpu(pid: number | 'self'): CpuTicks {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return { user: 0, sys: 0, childUser: 0, childSys: 0 };
+  }
+  // The command name may contain spaces and parentheses; the fields after the last ')' are unambiguous.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { user: Number(f[11]), sys: Number(f[12]), childUser: Number(f[13]), childSys: Number(f[14]) };
+}
+
+const ticksToMs = (t: number) => (t * 1000) / CLK_TCK;
+
+function readRssKb(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function openFileLimit(): number {
+  const line = fs.readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+  const soft = line?.split(/\s{2,}/)[1];
+  return soft === undefined || soft === 'unlimited' ? Infinity : Number(soft);
+}
+
+// ---------------------------------------------------------------- statistics
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] as number;
+}
+
+interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+function spread(xs: number[]): Spread {
+  const s = [...xs].sort((a, b) => a - b);
+  return { median: percentile(s, 0.5), min: s[0] ?? NaN, max: s[s.length - 1] ?? NaN };
+}
+
+const round2 = (n: number) => Math.round(n * 100) / 100;
+const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+
+// ---------------------------------------------------------------- a minimal SMTP client (probes, idle holders)
+
+interface Reply {
+  code: number;
+  text: string;
+}
+
+/** Only what the probes need: every wait is bounded, so a stuck server shows up as a failure, not a hang. */
+class SmtpConn {
+  private buf = '';
+  private wake: (() => void) | null = null;
+  closed = false;
+  error: Error | null = null;
+
+  private constructor(readonly socket: net.Socket) {
+    socket.setEncoding('latin1');
+    socket.setNoDelay(true);
+    socket.on('data', (d: string) => {
+      this.buf += d;
+      this.notify();
+    });
+    socket.on('error', (e) => {
+      this.error = e;
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.notify();
+    });
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  static connect(port: number, timeoutMs: number): Promise<SmtpConn> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ port, host: '127.0.0.1' });
+      const t = setTimeout(() => {
+        s.destroy();
+        reject(new Error('connect timeout'));
+      }, timeoutMs);
+      s.once('connect', () => {
+        clearTimeout(t);
+        s.removeAllListeners('error');
+        resolve(new SmtpConn(s));
+      });
+      s.once('error', (e) => {
+        clearTimeout(t);
+        reject(e);
+      });
+    });
+  }
+
+  async reply(timeoutMs: number): Promise<Reply> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      // A reply ends with the first line whose code is followed by a space (or nothing): "250 ok", not "250-SIZE".
+      let start = 0;
+      for (let nl = this.buf.indexOf('\n'); nl >= 0; nl = this.buf.indexOf('\n', start)) {
+        const line = this.buf.slice(start, nl).replace(/\r$/, '');
+        start = nl + 1;
+        if (/^\d{3}(?: |$)/.test(line)) {
+          this.buf = this.buf.slice(start);
+          return { code: Number(line.slice(0, 3)), text: line };
+        }
+      }
+      if (this.closed) throw new Error(`connection closed${this.error ? ` (${this.error.message})` : ''} before a reply`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('reply timeout');
+      let t: NodeJS.Timeout | undefined;
+      await new Promise<void>((r) => {
+        this.wake = r;
+        t = setTimeout(r, left);
+      });
+      clearTimeout(t);
+    }
+  }
+
+  async command(line: string, expect: number, timeoutMs: number): Promise<Reply> {
+    this.socket.write(line + '\r\n');
+    const r = await this.reply(timeoutMs);
+    if (r.code !== expect) throw new Error(`'${line.split(' ')[0]}' got '${r.text}'`);
+    return r;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+/** A body like smtp-source's: `size` bytes of 78-column lines, dot-stuffing never needed. */
+function probeBody(size: number): string {
+  const lines: string[] = [];
+  for (let left = size; left > 0; left -= 80) lines.push('X'.repeat(Math.max(1, Math.min(78, left - 2))));
+  return lines.join('\r\n') + '\r\n';
+}
+
+/**
+ * Sequential full transactions beside the flood; each is timed from connect() to the 250 after DATA, which is what
+ * a sender waits for. smtp-source reports no per-message timing, hence this probe.
+ */
+async function latencyProbe(port: number, size: number, lanes: number, stop: { now: boolean }): Promise<{ samples: number[]; ok: number; errors: string[] }> {
+  const body = `From: <probe@bench.example>\r\nTo: <trap@bait.example>\r\nSubject: latency probe\r\n\r\n${probeBody(size)}.\r\n`;
+  const samples: number[] = [];
+  const errors: string[] = [];
+  let ok = 0;
+  const lane = async () => {
+    while (!stop.now && errors.length < 100) {
+      const t0 = process.hrtime.bigint();
+      let c: SmtpConn | null = null;
+      try {
+        c = await SmtpConn.connect(port, 10_000);
+        const g = await c.reply(10_000);
+        if (g.code !== 220) throw new Error(`greeting '${g.text}'`);
+        await c.command('EHLO probe.bench.example', 250, 10_000);
+        await c.command('MAIL FROM:<probe@bench.example>', 250, 10_000);
+        await c.command('RCPT TO:<trap@bait.example>', 250, 10_000);
+        await c.command('DATA', 354, 10_000);
+        c.socket.write(body);
+        const r = await c.reply(30_000);
+        if (r.code !== 250) throw new Error(`end of DATA got '${r.text}'`);
+        samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        ok++;
+        await c.command('QUIT', 221, 5_000).catch(() => undefined);
+      } catch (e) {
+        errors.push((e as Error).message);
+      } finally {
+        c?.destroy();
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: lanes }, lane));
+  return { samples, ok, errors };
+}
+
+// ---------------------------------------------------------------- smtp-source and smtp-sink
+
+interface SourceRun {
+  wallMs: number;
+  clientCpuMs: number;
+  errors: string[];
+  argv: string[];
+}
+
+function sourceArgs(port: number, messages: number, sessions: number, size: number): string[] {
+  // One message per connection (smtp-source's default), like spam bots that reconnect for every message.
+  return ['-s', String(sessions), '-l', String(size), '-m', String(messages), '-f', 'flood@spam.example', '-t', 'trap@bait.example', `127.0.0.1:${port}`];
+}
+
+async function runSource(tools: Tools, port: number, messages: number, sessions: number, size: number): Promise<SourceRun> {
+  const argv = sourceArgs(port, messages, sessions, size);
+  const before = readCpu('self');
+  const t0 = process.hrtime.bigint();
+  const child = startChild(tools.source, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    if (stderr.length < 64 * 1024) stderr += d;
+  });
+  // Bounded: even 20 msgs/s finishes; a wedged server must end the run, not hang it.
+  const limitMs = 120_000 + messages * 50;
+  const { code, signal } = await withTimeout(exited(child), limitMs, 'smtp-source').catch((e: Error) => {
+    killGroup(child);
+    throw e;
+  });
+  const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const after = readCpu('self');
+  const errors = stderr.split('\n').filter((l) => l.trim() !== '');
+  if (code !== 0) errors.push(`smtp-source exited ${code ?? signal}`);
+  return { wallMs, clientCpuMs: ticksToMs(after.childUser + after.childSys - before.childUser - before.childSys), errors, argv };
+}
+
+async function waitForGreeting(port: number, timeoutMs: number, alive: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const c = await SmtpConn.connect(port, 2000);
+      try {
+        const g = await c.reply(2000);
+        if (g.code === 220) return;
+      } finally {
+        c.destroy();
+      }
+    } catch {
+      // not listening yet
+    }
+    if (!alive()) throw new Error(`server on port ${port} exited before greeting`);
+    if (Date.now() > deadline) throw new Error(`no SMTP greeting on port ${port} within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+interface Sink {
+  child: ChildProcess;
+  port: number;
+  pid: number;
+  argv: string[];
+}
+
+async function startSink(tools: Tools): Promise<Sink> {
+  const port = await freePort();
+  // smtp-sink refuses to run as root without dropping privileges; backlog like the trap's SMTP_BACKLOG.
+  const argv = ['-u', 'nobody', `127.0.0.1:${port}`, '4096'];
+  const child = startChild(tools.sink, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    if (err.length < 8192) err += d;
+  });
+  await waitForGreeting(port, 10_000, () => child.exitCode === null && child.signalCode === null).catch((e: Error) => {
+    killGroup(child);
+    throw new Error(`${e.message}\n${err}`);
+  });
+  // The wrapper script execs, so the pid we spawned is smtp-sink itself: its /proc/PID/stat is the sink's CPU.
+  return { child, port, pid: child.pid as number, argv };
+}
+
+async function stopSink(s: Sink): Promise<void> {
+  killGroup(s.child);
+  await withTimeout(exited(s.child), 10_000, 'smtp-sink exit').catch(() => undefined);
+}
+
+// ---------------------------------------------------------------- the daemon
+
+interface DaemonOpts {
+  workers: number;
+  fsync: boolean;
+  env?: Record<string, string>;
+}
+
+class Daemon {
+  private procs: Array<{ name: string; pid: number }> = [];
+
+  private constructor(
+    readonly child: ChildProcess,
+    readonly port: number,
+    readonly dir: string,
+    readonly spoolDir: string,
+    readonly logFile: string,
+    readonly env: Record<string, string>,
+  ) {}
+
+  static async start(built: string, base: string, o: DaemonOpts): Promise<Daemon> {
+    const dir = fs.mkdtempSync(path.join(base, 'spamtrapd-bench-'));
+    tempDirs.add(dir);
+    const spoolDir = path.join(dir, 'spool');
+    const configDir = path.join(dir, 'config');
+    fs.mkdirSync(spoolDir);
+    fs.mkdirSync(configDir);
+    const port = await freePort();
+    const env: Record<string, string> = {
+      SMTP_HOST: '127.0.0.1',
+      SMTP_PORT: String(port),
+      METRICS_HOST: '127.0.0.1',
+      METRICS_PORT: String(await freePort()),
+      WORKERS: String(o.workers),
+      SPOOL_DIR: spoolDir,
+      CONFIG_DIR: configDir,
+      ME: 'trap.bench',
+      // Reverse DNS of 127.0.0.1 would measure the resolver of whatever machine runs the bench.
+      RDNS_TIMEOUT_MS: '0',
+      // The default: one `transaction` line per message is part of the real per-message cost.
+      LOG_LEVEL: 'info',
+      SPOOL_FSYNC: String(o.fsync),
+      ...o.env,
+    };
+    // Logs go to a file, not a pipe: reading a pipe would put the bench process in the trap's data path.
+    const logFile = path.join(dir, 'daemon.log');
+    const fd = fs.openSync(logFile, 'a');
+    const child = startChild(process.execPath, [path.join(built, 'workers', 'cli.js'), 'start'], {
+      cwd: dir,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+      stdio: ['ignore', fd, fd],
+    });
+    fs.closeSync(fd);
+    const d = new Daemon(child, port, dir, spoolDir, logFile, env);
+    await d.waitListening(o.workers);
+    return d;
+  }
+
+  logs(): string {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  logTail(bytes = 3000): string {
+    const l = this.logs();
+    return l.slice(Math.max(0, l.length - bytes));
+  }
+
+  alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  private async waitListening(workers: number): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const logs = this.logs();
+      if (/ info starting proc=primary /.test(logs) && (logs.match(/ info listening proc=acceptor\d+ /g) ?? []).length >= workers) {
+        this.procs = this.discover(logs);
+        return;
+      }
+      if (!this.alive()) throw new Error(`spamtrapd exited (${this.child.exitCode ?? this.child.signalCode}) before listening:\n${this.logTail()}`);
+      if (Date.now() > deadline) throw new Error(`spamtrapd did not listen within 30 s:\n${this.logTail()}`);
+      await sleep(50);
+    }
+  }
+
+  /**
+   * Every live process of the daemon's process group (primary, acceptors, the forward relay, whatever it forks in
+   * future), named by the `proc=` field of its log lines. Found in /proc rather than only in the logs so that a
+   * process that does not log at start is still counted in the CPU and RSS sums.
+   */
+  private discover(logs: string): Array<{ name: string; pid: number }> {
+    const names = new Map<number, string>();
+    for (const m of logs.matchAll(/ proc=([A-Za-z0-9_-]+) pid=(\d+)/g)) if (!names.has(Number(m[2]))) names.set(Number(m[2]), m[1] as string);
+    const group = this.child.pid as number;
+    const found: Array<{ name: string; pid: number }> = [];
+    for (const entry of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      let stat: string;
+      try {
+        stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      } catch {
+        continue;
+      }
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // f[0] state, f[2] process group: the daemon was spawned detached, so its group id is its pid.
+      if (Number(f[2]) !== group || f[0] === 'Z') continue;
+      const pid = Number(entry);
+      found.push({ name: names.get(pid) ?? `pid${pid}`, pid });
+    }
+    const rank = (n: string) => (n === 'primary' ? 0 : n.startsWith('acceptor') ? 1 : 2);
+    return found.sort((a, b) => rank(a.name) - rank(b.name) || a.name.localeCompare(b.name, 'en', { numeric: true }));
+  }
+
+  pids(): Array<{ name: string; pid: number }> {
+    return this.procs;
+  }
+
+  /** A worker restarted mid-turn would make the CPU and RSS sums of this turn meaningless. */
+  workerDeaths(): number {
+    return (this.logs().match(/ (?:acceptor|worker)_died /g) ?? []).length;
+  }
+
+  queueDir(): string {
+    return path.join(this.spoolDir, 'incoming', 'queue');
+  }
+
+  /** Jobs in incoming/queue/: one control file per stored message (consumers take every name starting with a digit). */
+  queued(): number {
+    try {
+      return fs.readdirSync(this.queueDir()).filter((n) => /^\d/.test(n)).length;
+    } catch {
+      return 0;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.alive()) {
+      this.child.kill('SIGTERM');
+      await withTimeout(exited(this.child), 30_000, 'spamtrapd shutdown').catch(() => undefined);
+    }
+    // The acceptors share the group; nothing of this daemon may outlive its turn.
+    killGroup(this.child);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+    tempDirs.delete(this.dir);
+  }
+}
+
+function cpuOf(pids: number[]): { user: number; sys: number } {
+  let user = 0;
+  let sys = 0;
+  for (const pid of pids) {
+    const c = readCpu(pid);
+    user += c.user;
+    sys += c.sys;
+  }
+  return { user, sys };
+}
+
+// ---------------------------------------------------------------- throughput
+
+interface Latency {
+  samples: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  errors: string[];
+}
+
+interface Turn {
+  server: 'smtp-sink' | 'spamtrapd';
+  fsync: boolean | null;
+  round: number;
+  /** smtp-source messages plus probe messages that got 250. */
+  sent: number;
+  /** Jobs that appeared in incoming/queue/ during the measured flood; null for smtp-sink, which stores nothing. */
+  stored: number | null;
+  wallMs: number;
+  msgsPerSec: number;
+  serverCpuMs: number;
+  serverUserMs: number;
+  serverSysMs: number;
+  serverCpuMsPerMsg: number;
+  perProcessCpuMs: Record<string, number>;
+  clientCpuMsPerMsg: number;
+  benchCpuMs: number;
+  latency: Latency;
+  latencyRaw: number[];
+  sourceErrors: string[];
+  workerDeaths: number;
+}
+
+function latencyOf(samples: number[], errors: string[]): Latency {
+  const s = [...samples].sort((a, b) => a - b);
+  return { samples: s.length, p50Ms: round2(percentile(s, 0.5)), p99Ms: round2(percentile(s, 0.99)), maxMs: round2(s[s.length - 1] ?? NaN), errors: errors.slice(0, 10) };
+}
+
+/** The measured part of a turn: the flood, the probe beside it, and CPU of the server processes around both. */
+async function measuredFlood(tools: Tools, o: Options, port: number, pids: Array<{ name: string; pid: number }>) {
+  const before = pids.map((p) => readCpu(p.pid));
+  const benchBefore = process.cpuUsage();
+  const stop = { now: false };
+  const probe = o.probeLanes > 0 ? latencyProbe(port, o.size, o.probeLanes, stop) : Promise.resolve({ samples: [], ok: 0, errors: [] });
+  let src: SourceRun;
+  try {
+    src = await runSource(tools, port, o.messages, o.sessions, o.size);
+  } finally {
+    stop.now = true;
+  }
+  const pr = await withTimeout(probe, 60_000, 'latency probe');
+  const benchCpu = process.cpuUsage(benchBefore);
+  const after = pids.map((p) => readCpu(p.pid));
+  const perProcessCpuMs: Record<string, number> = {};
+  let user = 0;
+  let sys = 0;
+  pids.forEach((p, i) => {
+    const b = before[i] as CpuTicks;
+    const a = after[i] as CpuTicks;
+    user += a.user - b.user;
+    sys += a.sys - b.sys;
+    perProcessCpuMs[p.name] = ticksToMs(a.user + a.sys - b.user - b.sys);
+  });
+  return { src, pr, user, sys, perProcessCpuMs, benchCpuMs: (benchCpu.user + benchCpu.system) / 1000 };
+}
+
+function makeTurn(server: Turn['server'], fsync: boolean | null, round: number, o: Options, m: Awaited<ReturnType<typeof measuredFlood>>, stored: number | null, deaths: number): Turn {
+  const sent = o.messages + m.pr.ok;
+  const handled = stored ?? sent;
+  return {
+    server,
+    fsync,
+    round,
+    sent,
+    stored,
+    wallMs: Math.round(m.src.wallMs),
+    msgsPerSec: Math.round(o.messages / (m.src.wallMs / 1000)),
+    serverCpuMs: ticksToMs(m.user + m.sys),
+    serverUserMs: ticksToMs(m.user),
+    serverSysMs: ticksToMs(m.sys),
+    serverCpuMsPerMsg: round2(ticksToMs(m.user + m.sys) / Math.max(1, handled)),
+    perProcessCpuMs: m.perProcessCpuMs,
+    clientCpuMsPerMsg: round2(m.src.clientCpuMs / o.messages),
+    benchCpuMs: Math.round(m.benchCpuMs),
+    latency: latencyOf(m.pr.samples, m.pr.errors),
+    latencyRaw: m.pr.samples,
+    sourceErrors: m.src.errors.slice(0, 10),
+    workerDeaths: deaths,
+  };
+}
+
+/** Enough messages to get the JIT and the page cache past their first-request costs before measuring. */
+const warmupCount = (o: Options) => Math.min(500, Math.max(o.sessions, Math.ceil(o.messages / 10)));
+
+async function sinkTurn(tools: Tools, o: Options, round: number): Promise<Turn> {
+  const sink = await startSink(tools);
+  try {
+    await runSource(tools, sink.port, warmupCount(o), o.sessions, o.size);
+    const m = await measuredFlood(tools, o, sink.port, [{ name: 'smtp-sink', pid: sink.pid }]);
+    return makeTurn('smtp-sink', null, round, o, m, null, 0);
+  } finally {
+    await stopSink(sink);
+  }
+}
+
+async function trapTurn(tools: Tools, built: string, o: Options, round: number, fsync: boolean): Promise<Turn> {
+  const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync });
+  try {
+    const warm = await runSource(tools, d.port, warmupCount(o), o.sessions, o.size);
+    if (warm.errors.length) throw new Error(`warm-up flood failed: ${warm.errors.slice(0, 3).join('; ')}\n${d.logTail()}`);
+    const q0 = d.queued();
+    const m = await measuredFlood(tools, o, d.port, d.pids());
+    return makeTurn('spamtrapd', fsync, round, o, m, d.queued() - q0, d.workerDeaths());
+  } finally {
+    await d.stop();
+  }
+}
+
+function turnLabel(t: Turn): string {
+  return t.server === 'smtp-sink' ? 'smtp-sink' : `spamtrapd fsync=${t.fsync ? 'on' : 'off'}`;
+}
+
+function printTurn(t: Turn): void {
+  const procs = Object.entries(t.perProcessCpuMs)
+    .map(([k, v]) => `${k} ${fmt(v)}`)
+    .join(', ');
+  say(
+    `  round ${t.round}  ${turnLabel(t).padEnd(20)} ${fmt(t.msgsPerSec).padStart(6)} msg/s  server ${fmt(t.serverCpuMsPerMsg, 2)} ms/msg ` +
+      `(user ${fmt(t.serverUserMs)} + sys ${fmt(t.serverSysMs)} ms: ${procs})  smtp-source ${fmt(t.clientCpuMsPerMsg, 2)} ms/msg  ` +
+      `latency p50 ${fmt(t.latency.p50Ms, 1)} p99 ${fmt(t.latency.p99Ms, 1)} ms (${t.latency.samples})  ` +
+      `${t.stored === null ? `accepted ${t.sent - t.sourceErrors.length}` : `stored ${t.stored}`}/${t.sent} sent` +
+      (t.sourceErrors.length ? `  ERRORS: ${t.sourceErrors.slice(0, 2).join(' | ')}` : '') +
+      (t.latency.errors.length ? `  PROBE ERRORS: ${t.latency.errors.slice(0, 2).join(' | ')}` : '') +
+      (t.workerDeaths ? `  WORKER DIED x${t.workerDeaths}` : ''),
+  );
+}
+
+interface VariantSummary {
+  variant: string;
+  turns: number;
+  msgsPerSec: Spread;
+  /** This variant's rate over smtp-sink's in the same round; the figure that survives machine noise. */
+  ratioVsSink: Spread | null;
+  serverCpuMsPerMsg: Spread;
+  cpuRatioVsSink: Spread | null;
+  clientCpuMsPerMsg: Spread;
+  /** Over the probe samples of every round together. */
+  latency: Latency;
+  sent: number;
+  stored: number | null;
+}
+
+function summarise(turns: Turn[]): VariantSummary[] {
+  const variants = [...new Set(turns.map(turnLabel))];
+  const sinkByRound = new Map(turns.filter((t) => t.server === 'smtp-sink').map((t) => [t.round, t]));
+  return variants.map((v) => {
+    const ts = turns.filter((t) => turnLabel(t) === v);
+    const isTrap = ts[0]?.server === 'spamtrapd';
+    const pairs = ts.map((t) => [t, sinkByRound.get(t.round)] as const).filter((p): p is readonly [Turn, Turn] => p[1] !== undefined);
+    return {
+      variant: v,
+      turns: ts.length,
+      msgsPerSec: spread(ts.map((t) => t.msgsPerSec)),
+      ratioVsSink: isTrap && pairs.length ? roundSpread(spread(pairs.map(([t, s]) => t.msgsPerSec / s.msgsPerSec))) : null,
+      serverCpuMsPerMsg: spread(ts.map((t) => t.serverCpuMsPerMsg)),
+      cpuRatioVsSink: isTrap && pairs.length ? roundSpread(spread(pairs.map(([t, s]) => t.serverCpuMsPerMsg / s.serverCpuMsPerMsg))) : null,
+      clientCpuMsPerMsg: spread(ts.map((t) => t.clientCpuMsPerMsg)),
+      latency: latencyOf(
+        ts.flatMap((t) => t.latencyRaw),
+        ts.flatMap((t) => t.latency.errors),
+      ),
+      sent: ts.reduce((a, t) => a + t.sent, 0),
+      stored: isTrap ? ts.reduce((a, t) => a + (t.stored ?? 0), 0) : null,
+    };
+  });
+}
+
+function roundSpread(s: Spread): Spread {
+  return { median: round2(s.median), min: round2(s.min), max: round2(s.max) };
+}
+
+async function throughputMode(tools: Tools, built: string, o: Options, problems: string[]) {
+  say(`throughput: ${o.rounds} rounds; per turn ${o.messages} messages of ${o.size} B, ${o.sessions} sessions, one message per connection; ` +
+    `spamtrapd with ${o.workers} acceptors; ${o.probeLanes} latency probe lane(s); warm-up ${warmupCount(o)} messages per turn (not measured)`);
+  const kinds: Array<{ server: 'sink' } | { server: 'trap'; fsync: boolean }> = [{ server: 'sink' }, ...o.fsync.map((f) => ({ server: 'trap' as const, fsync: f }))];
+  const turns: Turn[] = [];
+  for (let round = 1; round <= o.rounds; round++) {
+    // Rotating who goes first spreads slow drifts of the shared machine over every variant.
+    const shift = (round - 1) % kinds.length;
+    for (const k of [...kinds.slice(shift), ...kinds.slice(0, shift)]) {
+      const t = k.server === 'sink' ? await sinkTurn(tools, o, round) : await trapTurn(tools, built, o, round, k.fsync);
+      printTurn(t);
+      turns.push(t);
+      if (t.sourceErrors.length) problems.push(`throughput round ${round} ${turnLabel(t)}: smtp-source errors: ${t.sourceErrors[0]}`);
+      if (t.latency.errors.length) problems.push(`throughput round ${round} ${turnLabel(t)}: probe errors: ${t.latency.errors[0]}`);
+      if (t.stored !== null && t.stored !== t.sent) problems.push(`throughput round ${round} ${turnLabel(t)}: stored ${t.stored} != sent ${t.sent}`);
+      if (t.workerDeaths) problems.push(`throughput round ${round} ${turnLabel(t)}: ${t.workerDeaths} worker process(es) died`);
+    }
+  }
+  const summary = summarise(turns);
+  say('  summary (median, min-max over rounds):');
+  for (const s of summary) {
+    const sp = (x: Spread, d = 0) => `${fmt(x.median, d)} (${fmt(x.min, d)}-${fmt(x.max, d)})`;
+    say(
+      `    ${s.variant.padEnd(20)} ${sp(s.msgsPerSec).padEnd(18)} msg/s` +
+        (s.ratioVsSink ? `  = ${sp(s.ratioVsSink, 2)} x sink` : '') +
+        `  server ${sp(s.serverCpuMsPerMsg, 2)} ms/msg` +
+        (s.cpuRatioVsSink ? ` (${fmt(s.cpuRatioVsSink.median, 1)} x sink)` : '') +
+        `  latency p50 ${fmt(s.latency.p50Ms, 1)} / p99 ${fmt(s.latency.p99Ms, 1)} ms` +
+        `  ${s.stored === null ? 'sent' : `stored ${s.stored} /`} ${s.sent}`,
+    );
+  }
+  return { turns: turns.map(({ latencyRaw: _raw, ...t }) => t), summary };
+}
+
+// ---------------------------------------------------------------- storm
+
+function rssOf(d: Daemon): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of d.pids()) out[p.name] = readRssKb(p.pid);
+  return out;
+}
+
+const sumValues = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+
+/** Fails loudly (or re-executes under a raised limit as root) instead of letting the storm die on EMFILE midway. */
+function ensureFdLimit(o: Options): void {
+  if (o.mode !== 'storm' && o.mode !== 'all') return;
+  const need = o.stormIdle * 2 + 2000;
+  const have = openFileLimit();
+  if (have >= need) return;
+  const isRoot = process.getuid?.() === 0;
+  if (isRoot && !process.env.SPAMTRAPD_BENCH_REEXEC) {
+    const limit = Math.max(65536, need);
+    say(`open-file limit ${have} < ${need} needed for ${o.stormIdle} idle connections: re-running under ulimit -n ${limit}`);
+    const r = spawnSync(
+      'sh',
+      ['-c', `ulimit -n ${limit} 2>/dev/null || exit ${ULIMIT_FAILED}; exec "$@"`, 'smtp-bench', process.execPath, ...process.execArgv, __filename, ...process.argv.slice(2)],
+      { stdio: 'inherit', env: { ...process.env, SPAMTRAPD_BENCH_REEXEC: '1' } },
+    );
+    if (r.status !== ULIMIT_FAILED) process.exit(r.status ?? 1);
+    say(`could not raise the limit: the hard limit is below ${limit} and this root lacks CAP_SYS_RESOURCE`);
+  }
+  throw new UsageError(
+    `open-file limit is ${have}, the storm needs >= ${need} (the bench holds ${o.stormIdle} sockets, an acceptor may hold them all).\n` +
+      `Raise it and re-run, e.g. as root: sh -c 'ulimit -n 65536 && exec node ${path.relative(process.cwd(), __filename)} ${process.argv.slice(2).join(' ')}'\n` +
+      `(in a container: docker run --ulimit nofile=65536:65536 ...), or lower --storm-idle.`,
+  );
+}
+
+const ULIMIT_FAILED = 111;
+
+async function openIdle(port: number, count: number, held: SmtpConn[], failures: string[]): Promise<void> {
+  let next = 0;
+  // 100 handshakes in flight at a time: fast, yet far below the listen backlog, so a refusal is the trap's doing.
+  const lane = async () => {
+    while (next < count) {
+      next++;
+      try {
+        const c = await SmtpConn.connect(port, 10_000);
+        try {
+          const g = await c.reply(10_000);
+          if (g.code !== 220) throw new Error(`greeting '${g.text}'`);
+        } catch (e) {
+          c.destroy();
+          throw e;
+        }
+        held.push(c);
+      } catch (e) {
+        failures.push((e as Error).message);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(100, count) }, lane));
+}
+
+async function greetingProbe(port: number, stop: { now: boolean }): Promise<{ latencies: number[]; failures: string[] }> {
+  const latencies: number[] = [];
+  const failures: string[] = [];
+  const inflight: Array<Promise<void>> = [];
+  while (!stop.now) {
+    inflight.push(
+      (async () => {
+        const t0 = process.hrtime.bigint();
+        let c: SmtpConn | null = null;
+        try {
+          c = await SmtpConn.connect(port, 10_000);
+          const g = await c.reply(10_000);
+          if (g.code !== 220) throw new Error(`greeting '${g.text}'`);
+          latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+          c.socket.write('QUIT\r\n');
+        } catch (e) {
+          failures.push((e as Error).message);
+        } finally {
+          c?.socket.end();
+          setTimeout(() => c?.destroy(), 1000).unref();
+        }
+      })(),
+    );
+    await sleep(100);
+  }
+  await Promise.all(inflight);
+  return { latencies, failures };
+}
+
+async function stormMode(tools: Tools, built: string, o: Options, problems: string[]) {
+  const fsync = o.fsync[0] as boolean;
+  say(`storm: ${o.stormIdle} idle connections held open (greeting read, then silence) + a ${o.stormMessages}-message flood ` +
+    `(${o.sessions} sessions, ${o.size} B); a fresh connection probes the greeting every 100 ms; fsync=${fsync ? 'on' : 'off'}`);
+  const d = await Daemon.start(built, o.spoolBase, {
+    workers: o.workers,
+    fsync,
+    env: {
+      // The defaults (60 s idle timeout, 5000 connections per acceptor) would end or refuse the storm itself;
+      // SCHED_NONE lets one acceptor take nearly all idle connections, so each must be able to hold them all.
+      IDLE_TIMEOUT_MS: String(30 * 60_000),
+      MAX_CONNECTIONS_PER_WORKER: String(o.stormIdle + o.sessions + 2000),
+    },
+  });
+  const held: SmtpConn[] = [];
+  try {
+    const warm = await runSource(tools, d.port, warmupCount(o), o.sessions, o.size);
+    if (warm.errors.length) throw new Error(`warm-up flood failed: ${warm.errors.slice(0, 3).join('; ')}`);
+    await sleep(1000);
+    const rssBefore = rssOf(d);
+    const openFailures: string[] = [];
+    const t0 = Date.now();
+    await openIdle(d.port, o.stormIdle, held, openFailures);
+    const openMs = Date.now() - t0;
+    await sleep(1000);
+    const rssIdle = rssOf(d);
+    const q0 = d.queued();
+    const stop = { now: false };
+    const probe = greetingProbe(d.port, stop);
+    let src: SourceRun;
+    try {
+      src = await runSource(tools, d.port, o.stormMessages, o.sessions, o.size);
+    } finally {
+      stop.now = true;
+    }
+    const greet = await withTimeout(probe, 30_000, 'greeting probe');
+    const stored = d.queued() - q0;
+    const rssAfter = rssOf(d);
+    const stillOpen = held.filter((c) => !c.closed).length;
+    const g = [...greet.latencies].sort((a, b) => a - b);
+    const perIdleKb = (sumValues(rssIdle) - sumValues(rssBefore)) / Math.max(1, held.length);
+    const result = {
+      idleRequested: o.stormIdle,
+      idleOpened: held.length,
+      idleOpenMs: openMs,
+      idleStillOpenAfterFlood: stillOpen,
+      refused: openFailures.length + greet.failures.length + src.errors.length,
+      refusalSamples: [...openFailures, ...greet.failures, ...src.errors].slice(0, 10),
+      sent: o.stormMessages,
+      stored,
+      floodWallMs: Math.round(src.wallMs),
+      floodMsgsPerSec: Math.round(o.stormMessages / (src.wallMs / 1000)),
+      greetingProbes: g.length,
+      greetingMaxMs: round2(g[g.length - 1] ?? NaN),
+      greetingP50Ms: round2(percentile(g, 0.5)),
+      greetingP99Ms: round2(percentile(g, 0.99)),
+      rssKbBefore: rssBefore,
+      rssKbIdle: rssIdle,
+      rssKbAfterFlood: rssAfter,
+      memoryPerIdleConnKb: round2(perIdleKb),
+      workerDeaths: d.workerDeaths(),
+      targets: {
+        noRefusals: openFailures.length + greet.failures.length + src.errors.length === 0,
+        everyMessageStored: stored === o.stormMessages,
+        greetedWithin1s: g.length > 0 && (g[g.length - 1] as number) <= 1000 && greet.failures.length === 0,
+        memoryPerIdleConnAtMost30Kb: perIdleKb <= 30,
+      },
+    };
+    say(`  idle: ${held.length}/${o.stormIdle} opened in ${openMs} ms; ${stillOpen} still open after the flood`);
+    say(`  flood: ${o.stormMessages} sent, ${stored} stored, ${result.floodMsgsPerSec} msg/s; refused/failed connections: ${result.refused}` +
+      (result.refusalSamples.length ? ` (${result.refusalSamples.slice(0, 3).join(' | ')})` : ''));
+    say(`  new-client greeting during the flood: ${g.length} probes, p50 ${fmt(result.greetingP50Ms, 1)} ms, p99 ${fmt(result.greetingP99Ms, 1)} ms, max ${fmt(result.greetingMaxMs, 1)} ms`);
+    say(`  RSS KB before ${JSON.stringify(rssBefore)}, with idle ${JSON.stringify(rssIdle)}, after flood ${JSON.stringify(rssAfter)}`);
+    say(`  memory per idle connection: ${fmt(perIdleKb, 1)} KB (target <= 30)`);
+    if (result.refused) problems.push(`storm: ${result.refused} refused/failed connections: ${result.refusalSamples[0]}`);
+    if (stored !== o.stormMessages) problems.push(`storm: stored ${stored} != sent ${o.stormMessages}`);
+    if (stillOpen !== held.length) problems.push(`storm: ${held.length - stillOpen} idle connections were closed by the server`);
+    if (result.workerDeaths) problems.push(`storm: ${result.workerDeaths} worker process(es) died`);
+    return result;
+  } finally {
+    for (const c of held) c.destroy();
+    await d.stop();
+  }
+}
+
+// ---------------------------------------------------------------- soak
+
+/**
+ * Consumes the queue as a real consumer would, so a million-message soak does not fill the disk: unlinks each
+ * control file and the data file its name points to (data/H1/H2/NAME-minus-H1H2, see dirqueue names.ts). A data file
+ * linked under a collision name stays behind; the spool is removed after the run anyway.
+ */
+class Cleaner {
+  removed = 0;
+  private running: Promise<void> | null = null;
+
+  constructor(private readonly incoming: string) {}
+
+  private async pass(): Promise<void> {
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(path.join(this.incoming, 'queue'));
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (!/^\d/.test(name)) continue;
+      try {
+        await fs.promises.unlink(path.join(this.incoming, 'queue', name));
+      } catch {
+        continue;
+      }
+      this.removed++;
+      const base = name.split('.').slice(0, 3).join('.');
+      await fs.promises.unlink(path.join(this.incoming, 'data', base.charAt(base.length - 2), base.charAt(base.length - 1), base.slice(0, -2))).catch(() => undefined);
+    }
+  }
+
+  /** Passes never overlap, so `removed` counts each job once. */
+  run(): Promise<void> {
+    if (!this.running) this.running = this.pass().finally(() => (this.running = null));
+    return this.running;
+  }
+}
+
+async function soakMode(tools: Tools, built: string, o: Options, problems: string[]) {
+  const fsync = o.fsync[0] as boolean;
+  say(`soak: one ${o.soakMessages}-message flood (${o.sessions} sessions, ${o.size} B, fsync=${fsync ? 'on' : 'off'}); ` +
+    `RSS of every trap process sampled every ${o.soakSampleEvery} messages; the queue is consumed as it fills`);
+  const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync });
+  const cleaner = new Cleaner(path.join(d.spoolDir, 'incoming'));
+  const samples: Array<{ messages: number; seconds: number; rssKb: Record<string, number> }> = [];
+  const t0 = Date.now();
+  const sample = () => samples.push({ messages: cleaner.removed, seconds: round2((Date.now() - t0) / 1000), rssKb: rssOf(d) });
+  let nextSample = o.soakSampleEvery;
+  const timer = setInterval(() => {
+    void cleaner.run().then(() => {
+      if (cleaner.removed >= nextSample && cleaner.removed < o.soakMessages) {
+        sample();
+        while (nextSample <= cleaner.removed) nextSample += o.soakSampleEvery;
+        const last = samples[samples.length - 1]!;
+        if (!o.smoke) say(`  ${last.messages} messages, ${last.seconds} s: RSS KB ${JSON.stringify(last.rssKb)}`);
+      }
+    });
+  }, 200);
+  try {
+    sample();
+    const cpu0 = cpuOf(d.pids().map((p) => p.pid));
+    const src = await runSource(tools, d.port, o.soakMessages, o.sessions, o.size);
+    const cpu1 = cpuOf(d.pids().map((p) => p.pid));
+    clearInterval(timer);
+    await cleaner.run();
+    await cleaner.run();
+    sample();
+    const stored = cleaner.removed;
+    const final = samples[samples.length - 1]!;
+    const at10 = samples.find((s) => s.messages >= o.soakMessages * 0.1) ?? samples[0]!;
+    const growth: Record<string, { kb: number; percent: number }> = {};
+    for (const [name, kb] of Object.entries(final.rssKb)) {
+      const from = at10.rssKb[name] ?? 0;
+      growth[name] = { kb: kb - from, percent: round2(from ? ((kb - from) / from) * 100 : NaN) };
+    }
+    const result = {
+      sent: o.soakMessages,
+      stored,
+      wallMs: Math.round(src.wallMs),
+      msgsPerSec: Math.round(o.soakMessages / (src.wallMs / 1000)),
+      serverCpuMsPerMsg: round2(ticksToMs(cpu1.user + cpu1.sys - cpu0.user - cpu0.sys) / Math.max(1, stored)),
+      sourceErrors: src.errors.slice(0, 10),
+      samples,
+      growthFrom10PercentKb: growth,
+      growthFromMessages: at10.messages,
+      maxRssKb: Object.fromEntries(Object.keys(final.rssKb).map((k) => [k, Math.max(...samples.map((s) => s.rssKb[k] ?? 0))])),
+      workerDeaths: d.workerDeaths(),
+    };
+    say(`  ${o.soakMessages} sent, ${stored} stored, ${result.msgsPerSec} msg/s, server ${fmt(result.serverCpuMsPerMsg, 2)} ms/msg, ${samples.length} RSS samples`);
+    say(`  RSS growth from ${at10.messages} messages (~10%) to ${final.messages} (100%): ` +
+      Object.entries(growth).map(([k, g]) => `${k} ${g.kb >= 0 ? '+' : ''}${g.kb} KB (${fmt(g.percent, 1)}%)`).join(', '));
+    say(`  max RSS KB ${JSON.stringify(result.maxRssKb)}`);
+    if (src.errors.length) problems.push(`soak: smtp-source errors: ${src.errors[0]}`);
+    if (stored !== o.soakMessages) problems.push(`soak: stored ${stored} != sent ${o.soakMessages}`);
+    if (result.workerDeaths) problems.push(`soak: ${result.workerDeaths} worker process(es) died`);
+    return result;
+  } finally {
+    clearInterval(timer);
+    await d.stop();
+  }
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<number> {
+  const o = parseOptions(process.argv.slice(2));
+  jsonMode = o.json;
+  ensureFdLimit(o);
+  const root = repoRoot();
+  const built = builtRoot();
+  const tools = ensureTools(root);
+  fs.mkdirSync(o.spoolBase, { recursive: true });
+  const started = Date.now();
+  const cpus = os.cpus();
+  const machine = {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    memoryMb: Math.round(os.totalmem() / 2 ** 20),
+    node: process.version,
+    kernel: os.release(),
+    loadAvgAtStart: os.loadavg().map(round2),
+    openFileLimit: openFileLimit(),
+    spoolBase: o.spoolBase,
+  };
+  say(`spamtrapd SMTP benchmark${o.smoke ? ' (SMOKE: tiny counts, the numbers mean nothing)' : ''}: ${machine.cpus} CPUs (${machine.cpuModel}), ` +
+    `node ${machine.node}, linux ${machine.kernel}, load ${machine.loadAvgAtStart.join(' ')}, spools under ${o.spoolBase}`);
+  // -m is the only argument that differs between turns (warm-up, flood, storm, soak); each section prints its count.
+  const sourceTemplate = `${tools.source} ${sourceArgs(0, 0, o.sessions, o.size).join(' ').replace('-m 0', '-m N').replace('127.0.0.1:0', '127.0.0.1:PORT')}`;
+  say(`  daemon: node ${path.join(built, 'workers', 'cli.js')} start; client: ${sourceTemplate}`);
+  const problems: string[] = [];
+  const report: Record<string, unknown> = {
+    machine,
+    options: { ...o, fsync: o.fsync.map((f) => (f ? 'on' : 'off')) },
+    commands: {
+      smtpSource: sourceTemplate,
+      smtpSink: `${tools.sink} -u nobody 127.0.0.1:PORT 4096`,
+      daemon: `node ${path.join(built, 'workers', 'cli.js')} start`,
+      daemonEnv: 'SMTP_HOST=127.0.0.1 WORKERS=N RDNS_TIMEOUT_MS=0 LOG_LEVEL=info SPOOL_FSYNC=false|true (storm: IDLE_TIMEOUT_MS=1800000 MAX_CONNECTIONS_PER_WORKER=idle+sessions+2000)',
+    },
+  };
+  if (o.mode === 'throughput' || o.mode === 'all') report.throughput = await throughputMode(tools, built, o, problems);
+  if (o.mode === 'storm' || o.mode === 'all') report.storm = await stormMode(tools, built, o, problems);
+  if (o.mode === 'soak' || o.mode === 'all') report.soak = await soakMode(tools, built, o, problems);
+  report.durationSec = round2((Date.now() - started) / 1000);
+  report.problems = problems;
+  report.ok = problems.length === 0;
+  say(`done in ${report.durationSec} s; ${problems.length ? `PROBLEMS:\n  ${problems.join('\n  ')}` : 'every message sent was stored, no errors'}`);
+  if (o.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  return problems.length ? 1 : 0;
+}
+
+/** Kills whatever is still running, reaps it (in a container whose init does not reap, orphans stay zombies), exits. */
+async function shutdown(code: number): Promise<never> {
+  const dying = [...children];
+  cleanupSync();
+  await withTimeout(Promise.all(dying.map(exited)), 3000, 'children exit').catch(() => undefined);
+  process.exit(code);
+}
+
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => void shutdown(130));
+// Kills are synchronous, so even a process.exit() from anywhere leaves no smtp-sink or daemon running.
+process.on('exit', cleanupSync);
+
+main().then(
+  (code) => shutdown(code),
+  (e: unknown) => {
+    if (e instanceof UsageError) console.error(`${e.message}\n\n${USAGE}`);
+    else console.error(e);
+    return shutdown(2);
+  },
+);

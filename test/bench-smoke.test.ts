@@ -1,0 +1,139 @@
+/**
+ * Keeps bench/smtp-bench.ts from rotting: runs the compiled benchmark with --smoke (every mode, tiny counts) as a
+ * child process and checks that its JSON report has every figure the benchmark promises and that every message
+ * sent was stored. It measures nothing: the counts are far too small for the numbers to mean anything.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { builtRoot, repoRoot } from './helpers/daemon';
+
+interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+interface Latency {
+  samples: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: string[];
+}
+
+interface Summary {
+  variant: string;
+  msgsPerSec: Spread;
+  ratioVsSink: Spread | null;
+  serverCpuMsPerMsg: Spread;
+  latency: Latency;
+  sent: number;
+  stored: number | null;
+}
+
+interface Report {
+  ok: boolean;
+  problems: string[];
+  options: { messages: number; stormIdle: number; stormMessages: number; soakMessages: number };
+  commands: Record<string, string>;
+  throughput: { turns: Array<Record<string, unknown>>; summary: Summary[] };
+  storm: {
+    idleRequested: number;
+    idleOpened: number;
+    idleStillOpenAfterFlood: number;
+    refused: number;
+    sent: number;
+    stored: number;
+    greetingProbes: number;
+    greetingMaxMs: number;
+    memoryPerIdleConnKb: number;
+    targets: Record<string, boolean>;
+  };
+  soak: {
+    sent: number;
+    stored: number;
+    samples: Array<{ messages: number; rssKb: Record<string, number> }>;
+    growthFrom10PercentKb: Record<string, { kb: number; percent: number }>;
+  };
+}
+
+function run(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    // SIGTERM first: the bench then kills its own smtp-sink and daemons before exiting.
+    const t = setTimeout(() => {
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+    }, timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const positive = (n: unknown) => typeof n === 'number' && Number.isFinite(n) && n > 0;
+
+test('bench/smtp-bench --smoke: every mode runs, reports every figure, stores every message sent', { timeout: 180_000 }, async (t) => {
+  if (!fs.existsSync(path.join(repoRoot(), '.tools', 'bin', 'smtp-source'))) {
+    if (process.env.CI) assert.fail('smtp-source missing: CI must run scripts/install-test-deps.sh before the tests');
+    t.skip('smtp-source not installed: run scripts/install-test-deps.sh (the benchmark itself would install it)');
+    return;
+  }
+  const script = path.join(builtRoot(), 'bench', 'smtp-bench.js');
+  const { code, stdout, stderr } = await run([script, '--smoke', '--json'], 150_000);
+  assert.equal(code, 0, `bench exited ${code}:\n${stderr}`);
+  const r = JSON.parse(stdout) as Report;
+  assert.equal(r.ok, true, r.problems.join('\n'));
+  assert.deepEqual(r.problems, []);
+  for (const k of ['smtpSource', 'smtpSink', 'daemon']) assert.ok(r.commands[k], `commands.${k}`);
+
+  const variants = new Map(r.throughput.summary.map((s) => [s.variant, s]));
+  assert.deepEqual([...variants.keys()].sort(), ['smtp-sink', 'spamtrapd fsync=off', 'spamtrapd fsync=on']);
+  for (const s of variants.values()) {
+    assert.ok(positive(s.msgsPerSec.median), `${s.variant} msgs/s`);
+    assert.ok(s.msgsPerSec.min <= s.msgsPerSec.median && s.msgsPerSec.median <= s.msgsPerSec.max, `${s.variant} spread`);
+    assert.ok(positive(s.serverCpuMsPerMsg.median), `${s.variant} server CPU ms/msg`);
+    assert.ok(s.latency.samples > 0, `${s.variant} latency samples`);
+    assert.ok(s.latency.p50Ms > 0 && s.latency.p50Ms <= s.latency.p99Ms, `${s.variant} p50 <= p99`);
+    assert.deepEqual(s.latency.errors, []);
+    assert.ok(s.sent >= r.options.messages, `${s.variant} sent`);
+    if (s.variant === 'smtp-sink') {
+      assert.equal(s.stored, null);
+      assert.equal(s.ratioVsSink, null);
+    } else {
+      assert.equal(s.stored, s.sent, `${s.variant}: stored == sent`);
+      assert.ok(s.ratioVsSink && positive(s.ratioVsSink.median), `${s.variant} ratio vs sink`);
+    }
+  }
+  for (const turn of r.throughput.turns) {
+    for (const k of ['round', 'sent', 'stored', 'wallMs', 'msgsPerSec', 'serverCpuMs', 'serverCpuMsPerMsg', 'perProcessCpuMs', 'clientCpuMsPerMsg', 'latency']) {
+      assert.ok(k in turn, `turn field ${k}`);
+    }
+  }
+
+  const s = r.storm;
+  assert.equal(s.idleOpened, r.options.stormIdle);
+  assert.equal(s.idleStillOpenAfterFlood, s.idleOpened);
+  assert.equal(s.refused, 0);
+  assert.equal(s.sent, r.options.stormMessages);
+  assert.equal(s.stored, s.sent, 'storm: stored == sent');
+  assert.ok(s.greetingProbes > 0 && positive(s.greetingMaxMs), 'storm greeting probes');
+  assert.equal(typeof s.memoryPerIdleConnKb, 'number');
+  for (const k of ['noRefusals', 'everyMessageStored', 'greetedWithin1s', 'memoryPerIdleConnAtMost30Kb']) assert.equal(typeof s.targets[k], 'boolean', k);
+
+  const soak = r.soak;
+  assert.equal(soak.sent, r.options.soakMessages);
+  assert.equal(soak.stored, soak.sent, 'soak: stored == sent');
+  assert.ok(soak.samples.length >= 2, 'soak RSS samples');
+  assert.equal(soak.samples[soak.samples.length - 1]?.messages, soak.sent);
+  // Every process of the daemon is sampled (the forward relay too); these three exist whatever else it forks.
+  for (const p of ['primary', 'acceptor0', 'acceptor1']) assert.ok(p in soak.growthFrom10PercentKb, `soak RSS growth of ${p}`);
+  for (const sample of soak.samples) for (const kb of Object.values(sample.rssKb)) assert.ok(positive(kb), 'RSS sampled');
+});
