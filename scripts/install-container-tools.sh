@@ -15,7 +15,7 @@ command -v buildah >/dev/null 2>&1 || need+=(buildah)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
-# podman needs a uid map helper only for rootless use; as root it needs these for the stand-in's tarball import.
+# unshare runs the image in a private mount namespace (util-linux is essential on Debian; this covers slimmer hosts).
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 
 if [ "${#need[@]}" -gt 0 ]; then
