@@ -11,6 +11,7 @@ import { TrapServer, type TrapConnection } from './smtp/overrides';
 import { createReverseLookup } from './smtp/rdns';
 import { createSessionHandlers, type RuleSet } from './smtp/session';
 import { loadTlsMaterial } from './smtp/tls';
+import { dropPrivileges, runAsFromEnv } from './privileges';
 import { VERSION } from './version';
 import type { PrimaryToWorker, WorkerToPrimary } from './ipc';
 
@@ -36,6 +37,13 @@ export async function runAcceptor(): Promise<void> {
     spoolDir: cfg.spoolDir,
     hostname: cfg.me,
   });
+  // Dropped before listen(): with SCHED_NONE the root primary binds the port and hands the socket over, so an
+  // unprivileged acceptor still gets port 25. The TLS key (0600, root) has been read just above.
+  const runAs = runAsFromEnv();
+  if (runAs) {
+    dropPrivileges(runAs);
+    log.info('privileges_dropped', { user: runAs.user, group: runAs.group, uid: runAs.uid, gid: runAs.gid });
+  }
   const spool = new Spool(cfg.spoolDir, { fsync: cfg.spoolFsync });
   const handlers = createSessionHandlers({
     settings: { me: cfg.me, version: VERSION, maxConnectionsPerIp: cfg.maxConnectionsPerIp },

@@ -9,6 +9,8 @@ const RANK: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
 export type LogFields = Record<string, string | number | boolean | null | undefined>;
 
 export interface Logger {
+  /** Writes out lines still held in the batch; call before a deliberate process.exit(). */
+  flush(): void;
   error(event: string, fields?: LogFields): void;
   warn(event: string, fields?: LogFields): void;
   info(event: string, fields?: LogFields): void;
@@ -29,14 +31,50 @@ export function formatLine(level: LogLevel, event: string, fields: LogFields, no
   return line + '\n';
 }
 
+/**
+ * Lines are batched and written once per event-loop turn (or at 64 KiB): under a flood an acceptor logs a line per
+ * message, and stderr writes are synchronous system calls. The batch is flushed on exit, so nothing is lost on a
+ * normal stop or an uncaught error.
+ */
+export function batchedStderr(): { write(line: string): void; flush(): void } {
+  let pending = '';
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending === '') return;
+    const out = pending;
+    pending = '';
+    try {
+      process.stderr.write(out);
+    } catch {
+      // stderr gone (closed pipe): logging must never take the trap down
+    }
+  };
+  process.on('exit', flush);
+  return {
+    write(line) {
+      pending += line;
+      if (pending.length >= 65536) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    },
+    flush,
+  };
+}
+
+let sharedSink: ReturnType<typeof batchedStderr> | null = null;
+
 export function createLogger(
   level: LogLevel,
   base: LogFields = {},
-  write: (line: string) => void = (line) => process.stderr.write(line),
+  write?: (line: string) => void,
 ): Logger {
+  const sink = write ? { write, flush: () => undefined } : (sharedSink ??= batchedStderr());
   const max = RANK[level];
   const emit = (l: LogLevel, event: string, fields?: LogFields) => {
-    if (RANK[l] <= max) write(formatLine(l, event, fields ? { ...base, ...fields } : base));
+    if (RANK[l] <= max) sink.write(formatLine(l, event, fields ? { ...base, ...fields } : base));
   };
   return {
     error: (e, f) => emit('error', e, f),
@@ -45,5 +83,6 @@ export function createLogger(
     debug: (e, f) => emit('debug', e, f),
     enabled: (l) => RANK[l] <= max,
     child: (fields) => createLogger(level, { ...base, ...fields }, write),
+    flush: () => sink.flush(),
   };
 }

@@ -10,6 +10,7 @@ import { acquireSpoolLock, findQueueDirs, sweepSpool } from './dirqueue';
 import { forkRelay, RELAY_SLOT } from './forward';
 import type { PrimaryToWorker } from './ipc';
 import { createLogger, type Logger } from './log';
+import { checkSpoolWritable, resolveRunAs, runAsEnv } from './privileges';
 import { dirQueueScanner, MetricsAggregator, startMetricsServer } from './metrics';
 import { loadTlsMaterial } from './smtp/tls';
 import { VERSION } from './version';
@@ -43,6 +44,12 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
     workers: cfg.workers,
   });
 
+  // Resolved and checked before anything is created in the spool as root, which the RUN_AS user could not write.
+  const runAs = cfg.runAs ? resolveRunAs(cfg.runAs) : null;
+  if (runAs) {
+    checkSpoolWritable(cfg.spoolDir, runAs);
+    log.info('run_as', { user: runAs.user, group: runAs.group, uid: runAs.uid, gid: runAs.gid });
+  }
   const releaseLock = await acquireSpoolLock(cfg.spoolDir, {
     onCompromised: (err: Error) => {
       // Another process took the spool over (or the lock dir vanished): two traps on one spool would
@@ -83,9 +90,11 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
   cluster.setupPrimary({ exec: path.join(__dirname, '..', 'workers', 'acceptor.js') });
   const newSlot = (name: string, fork: () => Worker): Slot => ({ name, fork, worker: null, startedAt: 0, failures: 0, timer: null });
   const slots: Slot[] = [
-    ...Array.from({ length: cfg.workers }, (_, i) => newSlot(String(i), () => cluster.fork({ SPAMTRAPD_SLOT: String(i) }))),
+    ...Array.from({ length: cfg.workers }, (_, i) =>
+      newSlot(String(i), () => cluster.fork({ SPAMTRAPD_SLOT: String(i), ...runAsEnv(runAs) })),
+    ),
     // One relay, not one per CPU: it drains the forward-* queues to their MTAs (docs/forward.md).
-    newSlot(RELAY_SLOT, () => forkRelay()),
+    newSlot(RELAY_SLOT, () => forkRelay(runAsEnv(runAs))),
   ];
   const metricsServer = await startMetricsServer({ host: cfg.metricsHost, port: cfg.metricsPort, aggregator });
   log.info('metrics', { host: cfg.metricsHost, port: metricsServer.address().port });

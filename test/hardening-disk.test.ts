@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
+import { Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { DEFAULT_ROUTES } from '../src/config/routes';
 import { DirQueueWriter, parseControl, type DirQueueFs } from '../src/dirqueue';
@@ -189,10 +189,13 @@ async function fileThrough(spool: Spool, rejected: string[]): Promise<{ code: nu
     envelope: { mailFrom: { address: 'a@spam.example', args: false }, rcptTo: [{ address: 'trap@bait.example', args: false }] },
   } as never;
   await new Promise<void>((resolve, reject) => h.onConnect!(session, (err) => (err ? reject(err) : resolve())));
-  const stream = Object.assign(new PassThrough(), { sizeExceeded: false, byteLength: 0 });
   const payload = Buffer.from(`Subject: io\r\n\r\n${'b'.repeat(100_000)}\r\n`);
-  stream.byteLength = payload.length;
-  stream.end(payload);
+  // Two chunks, as a socket delivers them: the first write carries the Received header with the first chunk,
+  // so a fault at 'body' (the second write) hits the message in the middle.
+  const stream = Object.assign(Readable.from([payload.subarray(0, 50_000), payload.subarray(50_000)]), {
+    sizeExceeded: false,
+    byteLength: payload.length,
+  });
   return new Promise((resolve) => {
     h.onData!(stream as never, session, (err, reply) => {
       const e = err as (Error & { responseCode?: number }) | null;

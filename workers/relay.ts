@@ -4,10 +4,17 @@ import { ForwardRelay, RELAY_SLOT } from '../src/forward';
 import type { PrimaryToWorker } from '../src/ipc';
 import { createLogger } from '../src/log';
 import { startWorkerMetrics } from '../src/metrics';
+import { dropPrivileges, runAsFromEnv } from '../src/privileges';
 
 async function main(): Promise<void> {
   const cfg = loadConfig();
   const log = createLogger(cfg.logLevel, { proc: RELAY_SLOT, pid: process.pid });
+  // The relay needs no privilege at all: it reads queues and talks SMTP to the internal MTA.
+  const runAs = runAsFromEnv();
+  if (runAs) {
+    dropPrivileges(runAs);
+    log.info('privileges_dropped', { user: runAs.user, group: runAs.group, uid: runAs.uid, gid: runAs.gid });
+  }
   const metrics = startWorkerMetrics({ slot: RELAY_SLOT, intervalMs: cfg.metricsPushIntervalMs });
   const relay = new ForwardRelay({
     spoolDir: cfg.spoolDir,

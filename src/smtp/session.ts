@@ -202,6 +202,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
   const tls = session.secure ? (session.tlsOptions && session.tlsOptions.name) || 'yes' : 'no';
 
   const jobs: Array<{ queue: string; job: PendingJob; metadata: Record<string, string>; committed: boolean }> = [];
+  const headers: Buffer[] = [];
   const logFields = {
     cid: session.id,
     ip: session.remoteAddress,
@@ -225,7 +226,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
       };
       const job = await spool.writer(group.destination.queue).begin({ metadata });
       jobs.push({ queue: group.destination.queue, job, metadata, committed: false });
-      await job.write(
+      headers.push(
         buildReceivedHeader({
           helo,
           rdns,
@@ -234,16 +235,22 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
           version: settings.version,
           proto,
           mailFrom,
-          recipients: rcpts,
+          recipients: group.recipients.map((r) => r.address),
           date,
         }),
       );
     }
+    // Each copy's header goes out with the first chunk (one write, not two); an empty message gets it alone.
+    let first = true;
     for await (const chunk of stream as Readable) {
       if (stream.sizeExceeded) break;
-      if (jobs.length === 1) await jobs[0].job.write(chunk as Buffer);
+      if (first) {
+        first = false;
+        await Promise.all(jobs.map((j, i) => j.job.write(Buffer.concat([headers[i], unfoldGuard(chunk as Buffer), chunk as Buffer]))));
+      } else if (jobs.length === 1) await jobs[0].job.write(chunk as Buffer);
       else await Promise.all(jobs.map((j) => j.job.write(chunk as Buffer)));
     }
+    if (first && !stream.sizeExceeded) await Promise.all(jobs.map((j, i) => j.job.write(headers[i])));
     if (stream.sizeExceeded) {
       await abortAll(jobs);
       stream.resume(); // smtp-server answers 552 once the rest has been read
@@ -272,7 +279,9 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
     await abortAll(jobs);
     if (!stream.readableEnded) stream.resume();
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ECONNECTION' || stream.destroyed) {
+    // Only these mean the client went away; `for await` also destroys the stream when a queue write throws,
+    // so stream.destroyed cannot tell a full disk from a vanished client.
+    if (e.code === 'ECONNECTION' || e.code === 'ERR_STREAM_PREMATURE_CLOSE') {
       log.info('transaction', { ...logFields, reply: 'none: client went away during DATA' });
       throw err;
     }
@@ -284,6 +293,18 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
     log.error('transaction', { ...logFields, error: e.code ?? e.message, reply: `${reply.responseCode} ${reply.message}` });
     throw reply;
   }
+}
+
+const UNFOLD_GUARD = Buffer.from('X-Spamtrapd-Note: message began with white space\r\n');
+const NOTHING = Buffer.alloc(0);
+
+/**
+ * A message whose first byte is SP or TAB would be unfolded into our Received header by every reader (a client
+ * could append `RCPT_TO=<forged>` to it). One line of ours in between takes the continuation instead; the message
+ * bytes stay as received.
+ */
+function unfoldGuard(firstChunk: Buffer): Buffer {
+  return firstChunk[0] === 0x20 || firstChunk[0] === 0x09 ? UNFOLD_GUARD : NOTHING;
 }
 
 async function abortAll(jobs: Array<{ job: PendingJob; committed: boolean }>): Promise<void> {

@@ -165,6 +165,13 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     },
   });
   const d = new Daemon(proc, port, metricsPort, spoolDir, configDir, workDir);
-  await d.waitForLog(/ info listening /, 30000, opts.waitListening ?? workers);
+  try {
+    await d.waitForLog(/ info listening /, 30000, opts.waitListening ?? workers);
+  } catch (err) {
+    // A daemon that never came up must not outlive the test, nor leave its temporary directory behind.
+    await d.destroy();
+    if (!opts.spoolDir && !opts.configDir) d.cleanup();
+    throw err;
+  }
   return d;
 }
