@@ -34,6 +34,7 @@ interface Options {
   soakMessages: number;
   soakSampleEvery: number;
   spoolBase: string;
+  warmup: number;
 }
 
 const USAGE = `usage: node dist/bench/smtp-bench.js [options]
@@ -51,6 +52,9 @@ const USAGE = `usage: node dist/bench/smtp-bench.js [options]
   --soak-sample-every N RSS sample interval in messages (default soak-messages/20)
   --spool-base DIR      where the temporary spools go (default os.tmpdir(); /dev/shm for tmpfs)
   --json                print one JSON document on stdout (the human report goes to stderr)
+  --warmup N            unmeasured messages before each measured turn (default 3000; smoke: 30). A trap runs
+                        for days: V8 needs a few thousand transactions to optimise the hot path, and a turn
+                        measured cold reports about twice the steady-state CPU per message
   --smoke               tiny counts, every mode, < 30 s: proves the script still works, measures nothing`;
 
 function parseOptions(argv: string[]): Options {
@@ -71,6 +75,7 @@ function parseOptions(argv: string[]): Options {
       'soak-messages': { type: 'string' },
       'soak-sample-every': { type: 'string' },
       'spool-base': { type: 'string' },
+      warmup: { type: 'string' },
       json: { type: 'boolean' },
       smoke: { type: 'boolean' },
       help: { type: 'boolean' },
@@ -98,6 +103,7 @@ function parseOptions(argv: string[]): Options {
     mode,
     rounds: int('rounds', smoke ? 1 : 3, 1),
     messages: int('messages', smoke ? 300 : 5000, 1),
+    warmup: int('warmup', smoke ? 30 : 3000, 0),
     sessions: int('sessions', smoke ? 10 : 50, 1),
     size: int('size', 4096, 1),
     workers: int('workers', 2, 1),
@@ -763,7 +769,7 @@ function makeTurn(server: Turn['server'], fsync: boolean | null, round: number, 
 }
 
 /** Enough messages to get the JIT and the page cache past their first-request costs before measuring. */
-const warmupCount = (o: Options) => Math.min(500, Math.max(o.sessions, Math.ceil(o.messages / 10)));
+const warmupCount = (o: Options) => o.warmup;
 
 async function sinkTurn(tools: Tools, o: Options, round: number): Promise<Turn> {
   const sink = await startSink(tools);
