@@ -12,10 +12,17 @@ import { jobContent, makeTmpDir, perlModuleFound, perlModuleLib, rmTmpDir, runWo
 
 const tools = () => path.join(sharedDir(), 'tools', 'dirqueue');
 
+/** Both halves are needed: the real module (not in CI unless set up by hand) and the shared/ tools beside the repo. */
 function skipWithoutPerl(t: TestContext): boolean {
-  if (perlModuleFound()) return false;
-  t.skip(`IPC::DirQueue module not found at ${perlModuleLib()} (set IPC_DIRQUEUE_LIB): see shared/tools/dirqueue/README.md`);
-  return true;
+  if (!perlModuleFound()) {
+    t.skip(`IPC::DirQueue module not found at ${perlModuleLib()} (set IPC_DIRQUEUE_LIB): see shared/tools/dirqueue/README.md`);
+    return true;
+  }
+  if (!fs.existsSync(path.join(tools(), 'dq-verify'))) {
+    t.skip(`dq-verify not found at ${tools()}: shared/ must sit beside the repository`);
+    return true;
+  }
+  return false;
 }
 
 /** The line dq-verify and dq-enqueue write per job: sha256, size, canonical (sorted-key) JSON of the metadata. */
