@@ -16,10 +16,17 @@ import { DirQueueWriter, type BeginOptions, type CommittedJob, type PendingJob }
 
 const ROLE = 'spamtrapd-spool-writer';
 
+/** How to start a job; it travels with the job's first write (or its commit), saving a post per message. */
+interface BeginRequest {
+  dir: string;
+  hostname?: string;
+  priority?: number;
+  metadata?: Metadata;
+}
+
 type Request =
-  | { op: 'begin'; id: number; dir: string; hostname?: string; priority?: number; metadata?: Metadata }
-  | { op: 'write'; id: number; chunk: Uint8Array }
-  | { op: 'commit'; id: number; metadata?: Metadata }
+  | { op: 'write'; id: number; begin?: BeginRequest; chunk: Uint8Array }
+  | { op: 'commit'; id: number; begin?: BeginRequest; metadata?: Metadata }
   | { op: 'abort'; id: number }
   | { op: 'ping'; id: number };
 
@@ -44,11 +51,8 @@ export class SpoolWriterThread {
   queue(dir: string, opts: { hostname?: string } = {}): JobStarter {
     const absolute = path.resolve(dir);
     return {
-      begin: async (o: BeginOptions = {}) => {
-        const id = this.nextId++;
-        this.post({ op: 'begin', id, dir: absolute, hostname: opts.hostname, priority: o.priority, metadata: o.metadata });
-        return new ThreadJob(this, id);
-      },
+      begin: async (o: BeginOptions = {}) =>
+        new ThreadJob(this, this.nextId++, { dir: absolute, hostname: opts.hostname, priority: o.priority, metadata: o.metadata }),
     };
   }
 
@@ -118,7 +122,15 @@ class ThreadJob implements PendingJob {
   constructor(
     private readonly t: SpoolWriterThread,
     private readonly id: number,
+    /** Sent with the first message of this job, then dropped. */
+    private begin: BeginRequest | undefined,
   ) {}
+
+  private takeBegin(): BeginRequest | undefined {
+    const b = this.begin;
+    this.begin = undefined;
+    return b;
+  }
 
   get bytes(): number {
     return this.size;
@@ -127,14 +139,14 @@ class ThreadJob implements PendingJob {
   write(chunk: Buffer): Promise<void> {
     if (this.settled) return Promise.reject(new Error('PendingJob is already committed or aborted'));
     this.size += chunk.length;
-    this.t.post({ op: 'write', id: this.id, chunk });
+    this.t.post({ op: 'write', id: this.id, begin: this.takeBegin(), chunk });
     return this.t.wrote(chunk.length);
   }
 
   async commit(metadata?: Metadata): Promise<CommittedJob> {
     if (this.settled) throw new Error('PendingJob is already committed or aborted');
     this.settled = true;
-    const r = await this.t.call({ op: 'commit', id: this.id, metadata });
+    const r = await this.t.call({ op: 'commit', id: this.id, begin: this.takeBegin(), metadata });
     if (r.error) throw toError(r.error);
     return r.ok as CommittedJob;
   }
@@ -142,6 +154,8 @@ class ThreadJob implements PendingJob {
   async abort(): Promise<void> {
     if (this.settled) return;
     this.settled = true;
+    // A job that never posted anything has nothing in the thread to remove.
+    if (this.takeBegin()) return;
     await this.t.call({ op: 'abort', id: this.id }).catch(() => undefined);
   }
 }
@@ -153,21 +167,22 @@ function serve(): void {
   const jobs = new Map<number, { job: PendingJob | null; error: Error | null }>();
   const errorOf = (e: unknown) => ({ message: (e as Error).message, code: (e as NodeJS.ErrnoException).code });
 
+  const start = async (id: number, b: BeginRequest): Promise<void> => {
+    let w = writers.get(b.dir);
+    if (!w) {
+      w = new DirQueueWriter(b.dir, { fs: syncBackedFs, hostname: b.hostname });
+      writers.set(b.dir, w);
+    }
+    try {
+      jobs.set(id, { job: await w.begin({ priority: b.priority, metadata: b.metadata }), error: null });
+    } catch (e) {
+      jobs.set(id, { job: null, error: e as Error });
+    }
+  };
+
   const handle = async (m: Request): Promise<void> => {
+    if ((m.op === 'write' || m.op === 'commit') && m.begin) await start(m.id, m.begin);
     switch (m.op) {
-      case 'begin': {
-        let w = writers.get(m.dir);
-        if (!w) {
-          w = new DirQueueWriter(m.dir, { fs: syncBackedFs, hostname: m.hostname });
-          writers.set(m.dir, w);
-        }
-        try {
-          jobs.set(m.id, { job: await w.begin({ priority: m.priority, metadata: m.metadata }), error: null });
-        } catch (e) {
-          jobs.set(m.id, { job: null, error: e as Error });
-        }
-        return;
-      }
       case 'write': {
         const s = jobs.get(m.id);
         if (!s?.job || s.error) return;

@@ -261,7 +261,8 @@ class Job implements PendingJob {
     if (this.writing) throw new Error('PendingJob.commit: a write is still in flight');
     const meta = metadata ?? this.j.metadata ?? {};
     try {
-      validateMetadata(meta);
+      // begin() already validated its metadata; only metadata new at commit needs checking.
+      if (metadata !== undefined) validateMetadata(meta);
     } catch (e) {
       await this.fail();
       throw e;

@@ -201,7 +201,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
   const proto = protocolOf(session);
   const tls = session.secure ? (session.tlsOptions && session.tlsOptions.name) || 'yes' : 'no';
 
-  const jobs: Array<{ queue: string; job: PendingJob; metadata: Record<string, string>; committed: boolean }> = [];
+  const jobs: Array<{ queue: string; job: PendingJob; committed: boolean }> = [];
   const headers: Buffer[] = [];
   const logFields = {
     cid: session.id,
@@ -225,7 +225,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
         proto,
       };
       const job = await spool.writer(group.destination.queue).begin({ metadata });
-      jobs.push({ queue: group.destination.queue, job, metadata, committed: false });
+      jobs.push({ queue: group.destination.queue, job, committed: false });
       headers.push(
         buildReceivedHeader({
           helo,
@@ -261,7 +261,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
     // Copies commit one by one: if a later one fails the client gets 451 and retries, so an earlier copy may be
     // filed twice. Duplicates are preferred to loss, and removing a visible job could race a consumer.
     for (const j of jobs) {
-      committed.push({ queue: j.queue, job: await j.job.commit(j.metadata) });
+      committed.push({ queue: j.queue, job: await j.job.commit() });
       j.committed = true;
     }
     const seconds = (performance.now() - started) / 1000;
