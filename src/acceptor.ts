@@ -13,7 +13,8 @@ import { createSessionHandlers, type RuleSet } from './smtp/session';
 import { loadTlsMaterial } from './smtp/tls';
 import { dropPrivileges, runAsFromEnv } from './privileges';
 import { VERSION } from './version';
-import type { PrimaryToWorker, WorkerToPrimary } from './ipc';
+import type { WorkerToPrimary } from './ipc';
+import { exitAfterFinalPush, onPrimarySignals } from './worker-process';
 
 function readRuleSet(cfg: TrapConfig, log: Logger): RuleSet {
   const loaded = loadRules(cfg);
@@ -105,39 +106,28 @@ export async function runAcceptor(): Promise<void> {
   log.info('listening', { host: cfg.smtpHost, port: cfg.smtpPort, tls: tls.source, rules: ruleSet.rules.length });
   process.send?.({ type: 'acceptor:listening', slot } satisfies WorkerToPrimary);
 
-  let shuttingDown = false;
-  const shutdown = (why: string) => {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    accepting = false;
-    log.info('draining', { why, connections: server.connections.size, in_data: inFlight });
-    // Sessions not inside DATA are told now instead of idling until the grace period ends.
-    for (const conn of server.connections as Set<TrapConnection>) {
-      if (!conn._dataStream) conn.send(421, `${cfg.me} Service shutting down, try again later`);
-    }
-    server.close(async () => {
-      const deadline = Date.now() + 5000;
-      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      log.info('stopped', { in_data: inFlight });
-      // The final push makes the counters exact for an acceptor that stops normally.
-      await metrics.pushNow().catch(() => undefined);
-      process.exit(0);
-    });
-  };
-
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  // The primary owns reloads; a SIGHUP sent to the whole process group must not kill an acceptor.
-  process.on('SIGHUP', () => undefined);
-  process.on('message', (msg: PrimaryToWorker) => {
-    if (msg.type === 'trap:shutdown') shutdown('primary');
-    else if (msg.type === 'trap:reload') {
+  onPrimarySignals({
+    shutdown(why) {
+      accepting = false;
+      log.info('draining', { why, connections: server.connections.size, in_data: inFlight });
+      // Sessions not inside DATA are told now instead of idling until the grace period ends.
+      for (const conn of server.connections as Set<TrapConnection>) {
+        if (!conn._dataStream) conn.send(421, `${cfg.me} Service shutting down, try again later`);
+      }
+      server.close(async () => {
+        const deadline = Date.now() + 5000;
+        while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        log.info('stopped', { in_data: inFlight });
+        await exitAfterFinalPush(metrics);
+      });
+    },
+    reload() {
       try {
         ruleSet = readRuleSet(cfg, log);
         log.info('reloaded', { rules: ruleSet.rules.length, routes: ruleSet.routes.length });
       } catch (err) {
         log.error('reload_failed', { error: (err as Error).message, kept: 'previous rules' });
       }
-    }
+    },
   });
 }

@@ -4,18 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DirQueueReader, DirQueueWriter, Job } from '../src/dirqueue';
-import { deadPid, listFiles, makeTmpDir, rmTmpDir } from './helpers/dirqueue-util';
-
-function withDir(tag: string, fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = makeTmpDir(tag);
-    try {
-      await fn(dir);
-    } finally {
-      rmTmpDir(dir);
-    }
-  };
-}
+import { deadPid, listFiles, withDir } from './helpers/dirqueue-util';
 
 /** A queue written by hand exactly as IPC::DirQueue 1.1 would, independent of our writer. */
 function handJob(dir: string, name: string, data: string, extra = ''): string {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DirQueueReader, DirQueueWriter, dataLocation, findQueueDirs, sweepSpool, sweepTmp, tmpName } from '../src/dirqueue';
-import { deadPid, listFiles, makeTmpDir, rmTmpDir } from './helpers/dirqueue-util';
+import { deadPid, listFiles, withDir } from './helpers/dirqueue-util';
 
 const HOST = 'trap1';
 const OLD_S = 3600;
@@ -55,17 +55,6 @@ class Crash {
     old(this.tmpPath('ctrl'));
     return p;
   }
-}
-
-function withDir(tag: string, fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = makeTmpDir(tag);
-    try {
-      await fn(dir);
-    } finally {
-      rmTmpDir(dir);
-    }
-  };
 }
 
 const opts = { hostname: HOST, minAgeMs: 60_000 };

@@ -5,20 +5,9 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { DirQueueFs, DirQueueReader, DirQueueWriter, InvalidMetadatumError, parseControl } from '../src/dirqueue';
-import { listFiles, makeTmpDir, rmTmpDir } from './helpers/dirqueue-util';
+import { listFiles, withDir } from './helpers/dirqueue-util';
 
 const fixedClock = () => ({ sec: 1704110400, usec: 123456 });
-
-function withDir(tag: string, fn: (dir: string) => Promise<void>): () => Promise<void> {
-  return async () => {
-    const dir = makeTmpDir(tag);
-    try {
-      await fn(dir);
-    } finally {
-      rmTmpDir(dir);
-    }
-  };
-}
 
 test(
   'the spec worked example writes exactly its two files',

@@ -1,10 +1,10 @@
 // Entry point of the forward relay process (forked by the primary through node:cluster with SPAMTRAPD_SLOT=relay).
 import { loadConfig } from '../src/config/env';
 import { ForwardRelay, RELAY_SLOT } from '../src/forward';
-import type { PrimaryToWorker } from '../src/ipc';
 import { createLogger } from '../src/log';
 import { startWorkerMetrics } from '../src/metrics';
 import { dropPrivileges, runAsFromEnv } from '../src/privileges';
+import { exitAfterFinalPush, onPrimarySignals } from '../src/worker-process';
 
 async function main(): Promise<void> {
   const cfg = loadConfig();
@@ -31,28 +31,18 @@ async function main(): Promise<void> {
     onEnqueue: (queue, at) => metrics.reportEnqueue(queue, at),
   });
 
-  let stopping = false;
   const shutdown = (why: string): void => {
-    if (stopping) return;
-    stopping = true;
     log.info('relay_stopping', { why, grace_ms: cfg.shutdownGraceMs });
     void (async () => {
       await relay.stop(cfg.shutdownGraceMs);
       metrics.stop();
-      // The final push makes the forward counters exact for a relay that stops normally.
-      await metrics.pushNow().catch(() => undefined);
-      process.exit(0);
+      await exitAfterFinalPush(metrics);
     })();
   };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  // The primary owns reloads, and the relay reads no config/ file: a SIGHUP to the process group is not for it.
-  process.on('SIGHUP', () => undefined);
-  process.on('message', (msg: PrimaryToWorker) => {
-    if (msg?.type === 'trap:shutdown') shutdown('primary');
-  });
+  // The relay reads no config/ file, so it has nothing to reload.
+  const stop = onPrimarySignals({ shutdown });
   // An orphaned relay would keep delivering beside the one a restarted primary forks.
-  if (process.connected) process.on('disconnect', () => shutdown('primary gone'));
+  if (process.connected) process.on('disconnect', () => stop('primary gone'));
 
   await relay.start();
 }

@@ -104,3 +104,15 @@ export function runWorker(args: string[], timeoutMs = 60_000): Promise<WorkerRes
     });
   });
 }
+
+/** A test body run in a fresh temporary directory that is removed afterwards, pass or fail. */
+export function withDir(tag: string, fn: (dir: string) => Promise<void>): () => Promise<void> {
+  return async () => {
+    const dir = makeTmpDir(tag);
+    try {
+      await fn(dir);
+    } finally {
+      rmTmpDir(dir);
+    }
+  };
+}
