@@ -224,14 +224,31 @@ describe('spamtrapd daemon', () => {
     assert.ok(path.isAbsolute(job.dataPath), 'QDFN is absolute');
   });
 
-  test('a message over MAX_MESSAGE_SIZE gets 552 and nothing is filed', async () => {
-    const { dataReply } = await sendMail(d.port, {
-      from: '<s@spam.example>',
-      to: ['<ok@trap.test>'],
-      data: 'Subject: big\r\n\r\n' + ('x'.repeat(998) + '\r\n').repeat(30),
-    });
-    assert.equal(dataReply?.code, 552, dataReply?.raw);
-    assert.equal((await drain(d.spoolDir, 'incoming')).length, 0);
+  test('a message over MAX_MESSAGE_SIZE gets 552 after its final dot, nothing is filed, the session goes on', async () => {
+    const c = await RawSmtp.connect(d.port);
+    try {
+      await c.read();
+      await c.cmd('EHLO big.example');
+      await c.cmd('MAIL FROM:<s@spam.example>');
+      await c.cmd('RCPT TO:<ok@trap.test>');
+      assert.equal((await c.cmd('DATA')).code, 354);
+      c.write('Subject: big\r\n\r\n' + ('x'.repeat(998) + '\r\n').repeat(30));
+      // Half-way through nothing may have been answered: the reply belongs after the final dot.
+      await assert.rejects(c.read(300), /no reply/);
+      c.write('.\r\n');
+      const r = await c.read();
+      assert.equal(r.code, 552, r.raw);
+      assert.equal((await c.cmd('MAIL FROM:<s2@spam.example>')).code, 250, 'in step after the 552');
+      await c.cmd('RCPT TO:<ok@trap.test>');
+      assert.equal((await c.cmd('DATA')).code, 354);
+      c.write('Subject: small\r\n\r\nok\r\n.\r\n');
+      assert.equal((await c.read()).code, 250);
+    } finally {
+      c.close();
+    }
+    const jobs = await drain(d.spoolDir, 'incoming');
+    assert.equal(jobs.length, 1, 'only the small message');
+    assert.match(jobs[0].data.toString('latin1'), /Subject: small/);
     assert.ok(tmpEmpty(d.spoolDir, 'incoming'));
   });
 

@@ -243,7 +243,9 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
     // Each copy's header goes out with the first chunk (one write, not two); an empty message gets it alone.
     let first = true;
     for await (const chunk of stream as Readable) {
-      if (stream.sizeExceeded) break;
+      // Over the limit: stop writing but keep reading to the final dot, so the 552 answers the whole DATA and the
+      // session stays in step (leaving the loop would destroy the stream under smtp-server mid-message).
+      if (stream.sizeExceeded) continue;
       if (first) {
         first = false;
         await Promise.all(jobs.map((j, i) => j.job.write(Buffer.concat([headers[i], unfoldGuard(chunk as Buffer), chunk as Buffer]))));
@@ -252,8 +254,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
     }
     if (first && !stream.sizeExceeded) await Promise.all(jobs.map((j, i) => j.job.write(headers[i])));
     if (stream.sizeExceeded) {
-      await abortAll(jobs);
-      stream.resume(); // smtp-server answers 552 once the rest has been read
+      await abortAll(jobs); // smtp-server itself answers 552 (rejectOversized)
       log.info('transaction', { ...logFields, size: stream.byteLength, reply: '552 message too big' });
       return 'not queued';
     }
