@@ -91,6 +91,7 @@ export async function runAcceptor(): Promise<void> {
     trap: {
       greetingDelayMs: cfg.greetingDelayMs,
       dataTimeoutMs: cfg.dataTimeoutMs,
+      commandTimeoutMs: cfg.idleTimeoutMs,
       ...handlers.hooks,
     },
   });

@@ -123,6 +123,7 @@ describe('overrides over a real socket', () => {
           return greetingDelayMs;
         },
         dataTimeoutMs: 400,
+        commandTimeoutMs: 600,
         onEarlyTalker: (s) => early.push(s.id),
         onReply: (_s, code, _text, context) => replies.push([code, context]),
       },
@@ -215,6 +216,25 @@ describe('overrides over a real socket', () => {
     c.close();
     assert.equal(r.code, 452);
     assert.ok(replies.some(([code, ctx]) => code === 452 && ctx === 'TOO_MANY_RECIPIENTS'));
+  });
+
+  test('a command dripped one byte at a time is cut off with 421 (the idle timer alone never fires)', async () => {
+    const c = await RawSmtp.connect(port);
+    await c.read();
+    assert.equal((await c.cmd('EHLO x')).code, 250, 'a prompt command restarts the deadline');
+    const t0 = performance.now();
+    const drip = setInterval(() => c.write('M'), 50);
+    try {
+      const r = await c.read(3000);
+      assert.equal(r.code, 421);
+      assert.match(r.text, /^Timeout/);
+      assert.ok(performance.now() - t0 < 1500, 'within about one command timeout');
+      await c.waitClosed(2000);
+      assert.ok(replies.some(([code, ctx]) => code === 421 && ctx === 'COMMAND_TIMEOUT'));
+    } finally {
+      clearInterval(drip);
+      c.close();
+    }
   });
 
   test('a DATA phase has an absolute deadline (slow drip is cut off with 421)', async () => {

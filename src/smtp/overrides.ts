@@ -7,7 +7,7 @@
  *  - `MAIL FROM:user@host` without angle brackets is accepted (qpsmtpd's dont_require_anglebrackets);
  *  - any HELO/EHLO argument is accepted and kept raw (not lower-cased) for the Received header;
  *  - the RCPT reply text comes from the rcpt_regexp rule, and some rules close the connection after it;
- *  - a DATA phase has an absolute deadline, so a slow-drip client cannot hold a session forever;
+ *  - a DATA phase has an absolute deadline, and so has each command, so a slow-drip client cannot hold a session;
  *  - every reply passes one tap, so rejections are counted where they are sent.
  */
 import type net from 'node:net';
@@ -36,6 +36,11 @@ export interface TrapHooks {
   greetingDelayMs: number;
   /** Absolute limit on one DATA phase, from the 354 to the final dot. */
   dataTimeoutMs: number;
+  /**
+   * Limit on the time from one complete command (or the greeting) to the next. smtp-server's idle timeout restarts
+   * on every byte, so a client dripping a command one byte at a time would hold the session forever.
+   */
+  commandTimeoutMs: number;
   /** Called once per connection whose client spoke before the greeting. */
   onEarlyTalker(session: TrapSession): void;
   /** Called for every reply sent; `context` is smtp-server's reply context (e.g. 'TOO_MANY_RECIPIENTS'). */
@@ -72,6 +77,7 @@ export function bracketAddressCommand(command: string): string {
 export class TrapConnection extends SMTPConnection {
   private earlyCommand: [Buffer, Callback | undefined] | null = null;
   private dataDeadline: NodeJS.Timeout | null = null;
+  private commandDeadline: NodeJS.Timeout | null = null;
 
   private get hooks(): TrapHooks {
     return (this._server.options as TrapServerOptions).trap;
@@ -97,6 +103,7 @@ export class TrapConnection extends SMTPConnection {
 
   /** A command before the greeting is held until the greeting is out, then answered: the bot is captured. */
   override _onCommand(command: Buffer, callback?: Callback): void {
+    this.armCommandDeadline();
     if (!this._ready && !this._upgrading && !this._closing && this.earlyCommand === null) {
       if (!this.trapSession.trapEarlyTalker) {
         this.trapSession.trapEarlyTalker = true;
@@ -110,6 +117,7 @@ export class TrapConnection extends SMTPConnection {
 
   override _sendGreeting(): void {
     super._sendGreeting();
+    this.armCommandDeadline();
     const held = this.earlyCommand;
     if (held) {
       this.earlyCommand = null;
@@ -170,6 +178,18 @@ export class TrapConnection extends SMTPConnection {
     stream.once('close', () => this.clearDataDeadline());
   }
 
+  /** Restarted by every complete command; while DATA runs or our handler works, the client owes us nothing. */
+  private armCommandDeadline(): void {
+    if (this.commandDeadline) clearTimeout(this.commandDeadline);
+    this.commandDeadline = setTimeout(() => {
+      this.commandDeadline = null;
+      if (this._closing || this._closed) return;
+      if (this._dataStream || this._handlerPending) return this.armCommandDeadline();
+      this.send(421, 'Timeout: no complete command in time - closing connection', 'COMMAND_TIMEOUT');
+    }, this.hooks.commandTimeoutMs);
+    this.commandDeadline.unref();
+  }
+
   private clearDataDeadline(): void {
     if (this.dataDeadline) clearTimeout(this.dataDeadline);
     this.dataDeadline = null;
@@ -184,6 +204,8 @@ export class TrapConnection extends SMTPConnection {
 
   override _onClose(): void {
     this.clearDataDeadline();
+    if (this.commandDeadline) clearTimeout(this.commandDeadline);
+    this.commandDeadline = null;
     super._onClose();
   }
 }

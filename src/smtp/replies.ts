@@ -17,7 +17,7 @@ export type RejectionReason =
 export function classifyReply(code: number, text: string, context: string | false | undefined): RejectionReason | null {
   if (context === 'MESSAGE_TOO_BIG') return 'size';
   if (context === 'TOO_MANY_RECIPIENTS') return 'too_many_recipients';
-  if (context === 'DATA_TIMEOUT') return 'timeout';
+  if (context === 'DATA_TIMEOUT' || context === 'COMMAND_TIMEOUT') return 'timeout';
   if (code === 501 || context === 'SENDER_SYNTAX_ERROR' || context === 'MAILBOX_SYNTAX_ERROR') return 'syntax';
   if (code === 503) return 'sequence';
   if (code === 500 || /^Error: too many unrecognized commands/.test(text)) return 'unrecognized';
