@@ -8,6 +8,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { TrapConfig } from './config/env';
 import { DirQueueReader, findQueueDirs, type Job } from './dirqueue';
+import { reinjectDeadLetters } from './forward';
 import { QUEUE_NAME } from './spool';
 
 const USAGE = `usage: spamtrapd queue <command> [options]
@@ -16,6 +17,9 @@ const USAGE = `usage: spamtrapd queue <command> [options]
   list QUEUE               one line per job, oldest first (--limit N)
   show [QUEUE] JOB_ID      a job's control fields and metadata (--data prints the message too)
   pickup QUEUE             take the next job like a consumer: print it, then remove it (--keep returns it)
+  reinject [FORWARD_QUEUE] [JOB_ID]
+                           move dead letters back into their forward queue for the relay to retry
+                           (all of them, or those of one forward queue, or one job)
 
 options: --json  machine-readable output (one JSON document)
          --spool DIR  the spool (default: SPOOL_DIR)`;
@@ -148,6 +152,14 @@ export async function runQueueCommand(
         }
         io.stderr.write(`spamtrapd queue: no job ${id} in ${queues.join(', ') || 'any queue'} under ${spool}\n`);
         return 1;
+      }
+      case 'reinject': {
+        if (args.length > 2) throw new UsageError('reinject takes [FORWARD_QUEUE] [JOB_ID]');
+        if (args[0] !== undefined && !args[0].startsWith('forward-')) throw new UsageError(`not a forward queue: ${JSON.stringify(args[0])}`);
+        await fs.access(path.join(spool, 'deadletter'));
+        const ids = await reinjectDeadLetters(spool, { queue: args[0], jobId: args[1] });
+        print(`re-injected ${ids.length} dead letter(s)\n${ids.map((id) => `${id}\n`).join('')}`, { reinjected: ids });
+        return 0;
       }
       case 'pickup': {
         if (args.length !== 1) throw new UsageError('pickup takes one QUEUE');

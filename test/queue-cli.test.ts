@@ -281,3 +281,49 @@ describe('spamtrapd queue on a queue the daemon wrote, and the CLI binary', () =
     assert.equal(json(await run(daemon.spoolDir, ['stats', 'incoming', '--json'])).queues[0].jobs, 0);
   });
 });
+
+describe('spamtrapd queue reinject', () => {
+  const spool = fs.mkdtempSync(path.join(os.tmpdir(), 'qcli-reinject-'));
+  after(() => fs.rmSync(spool, { recursive: true, force: true }));
+
+  it('moves dead letters back into their forward queue, all or one queue', async () => {
+    const dl = new DirQueueWriter(path.join(spool, 'deadletter'));
+    const letter = (q: string, n: number) =>
+      dl.enqueueStream([Buffer.from(`Subject: dl${n}\r\n\r\nbody\r\n`)], {
+        mail_from: 's@spam.example',
+        rcpt_to: 'root@trap.example',
+        deadletter_queue: q,
+        deadletter_reason: 'rejected',
+        deadletter_reply: '550 no such user',
+      });
+    await letter('forward-127.0.0.1-10025', 1);
+    await letter('forward-127.0.0.1-10026', 2);
+    await letter('forward-127.0.0.1-10025', 3);
+
+    assert.equal((await run(spool, ['reinject', 'incoming'])).code, 2, 'only forward queues');
+    const one = await run(spool, ['reinject', 'forward-127.0.0.1-10026', '--json']);
+    assert.equal(one.code, 0, one.err);
+    assert.equal(json(one).reinjected.length, 1);
+    const rest = await run(spool, ['reinject']);
+    assert.equal(rest.code, 0, rest.err);
+    assert.match(rest.out, /^re-injected 2 dead letter\(s\)\n/);
+    const count = (q: string) => fs.readdirSync(path.join(spool, q, 'queue')).length;
+    assert.deepEqual([count('deadletter'), count('forward-127.0.0.1-10025'), count('forward-127.0.0.1-10026')], [0, 2, 1]);
+    const shown = json(await run(spool, ['list', 'forward-127.0.0.1-10025', '--json']));
+    for (const j of shown.jobs) {
+      assert.equal(j.metadata.rcpt_to, 'root@trap.example', 'original metadata kept');
+      assert.equal(j.metadata.deadletter_reason, undefined, 'dead-letter keys dropped');
+    }
+  });
+
+  it('says so when there is no deadletter queue', async () => {
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'qcli-nodl-'));
+    try {
+      const r = await run(empty, ['reinject']);
+      assert.equal(r.code, 1);
+      assert.match(r.err, /no such queue or spool: .*deadletter/);
+    } finally {
+      fs.rmSync(empty, { recursive: true, force: true });
+    }
+  });
+});
