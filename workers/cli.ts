@@ -11,7 +11,7 @@ const USAGE = `usage: spamtrapd <command> [args]
 commands:
   start                      run the trap in the foreground (primary + one acceptor per worker slot)
   check [ADDRESS ...]        validate .env and config/; for each ADDRESS tell which rule and route it gets
-  queue stats|list|show|pickup ...
+  queue stats|list|show|pickup|reinject ...
                              look inside a queue without Perl (spamtrapd queue --help)
 
 Configuration comes from the environment and .env; see .env.example.`;
