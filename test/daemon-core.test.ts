@@ -27,6 +27,7 @@ const RULES = `# every code the rcpt_regexp spec knows
 Literal@Trap.Test            DENY Literal match
 /^broken(\\@trap\\.test$/    OK this line is skipped
 /^unknowncode\\@/            MAYBE whatever
+/^nohost/                    DENY Checked only when the address has a user and a host
 `;
 
 const routes = (mtaPort: number) => `note=ham                      queue hamincoming
@@ -113,6 +114,9 @@ describe('spamtrapd daemon', () => {
       ['nomatch@elsewhere.example', '250 <nomatch@elsewhere.example>, recipient ok', false],
       ['literal@trap.test', '550 Literal match', false],
       ['broken@trap.test', '250 <broken@trap.test>, recipient ok', false],
+      // No host part: not checked against the rules (qpsmtpd's rcpt_regexp declines it), so the default decides.
+      ['nohost', '250 <nohost>, recipient ok', false],
+      ['nohost@trap.test', '550 Checked only when the address has a user and a host', false],
       ['bye@trap.test', '550 Go away', true],
       ['hard@trap.test', '550 delivery denied', true],
       ['softbye@trap.test', '421 Later, bye', true],

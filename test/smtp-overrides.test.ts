@@ -180,6 +180,18 @@ describe('overrides over a real socket', () => {
     c.close();
   });
 
+  test('a recipient without a user or host part is accepted for the rules to decide; garbage is not', async () => {
+    const c = await RawSmtp.connect(port);
+    await c.read();
+    await c.cmd('EHLO x');
+    await c.cmd('MAIL FROM:<a@b.example>');
+    assert.equal((await c.cmd('RCPT TO:<nohost>')).raw, '250 <nohost>, recipient ok\r\n');
+    assert.equal((await c.cmd('RCPT TO:@host.example')).raw, '250 <@host.example>, recipient ok\r\n');
+    assert.equal((await c.cmd('RCPT TO:<>')).code, 501, 'an empty recipient stays a syntax error');
+    assert.equal((await c.cmd('RCPT TO:<a b>')).code, 501);
+    c.close();
+  });
+
   test('any HELO/EHLO argument is accepted and kept raw', async () => {
     for (const [cmd, raw] of [
       ['EHLO Mixed.Case.Example', 'Mixed.Case.Example'],

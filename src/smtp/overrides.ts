@@ -4,7 +4,8 @@
  *
  * smtp-server is a submission-grade server; a trap must instead record bots as they are:
  *  - no 100 ms greeting hold, and a client that talks before the greeting is captured, not refused;
- *  - `MAIL FROM:user@host` without angle brackets is accepted (qpsmtpd's dont_require_anglebrackets);
+ *  - `MAIL FROM:user@host` without angle brackets is accepted (qpsmtpd's dont_require_anglebrackets), and so is a
+ *    recipient without a user or host part, which the rules then leave to the default decision;
  *  - any HELO/EHLO argument is accepted and kept raw (not lower-cased) for the Received header;
  *  - the RCPT reply text comes from the rcpt_regexp rule, and some rules close the connection after it;
  *  - a DATA phase has an absolute deadline, and so has each command, so a slow-drip client cannot hold a session;
@@ -74,6 +75,12 @@ export function bracketAddressCommand(command: string): string {
   return `${command.slice(0, colon + 1)}<${address}>${params}`;
 }
 
+/** An address with no user part or no host part: what qpsmtpd's rcpt_regexp leaves undecided. */
+export function partless(address: string): boolean {
+  const at = address.lastIndexOf('@');
+  return at <= 0 || at === address.length - 1;
+}
+
 export class TrapConnection extends SMTPConnection {
   private earlyCommand: [Buffer, Callback | undefined] | null = null;
   private dataDeadline: NodeJS.Timeout | null = null;
@@ -126,7 +133,15 @@ export class TrapConnection extends SMTPConnection {
   }
 
   override _parseAddressCommand(rawName: string, rawCommand: Buffer | string) {
-    return super._parseAddressCommand(rawName, bracketAddressCommand(rawCommand.toString()));
+    const command = bracketAddressCommand(rawCommand.toString());
+    const parsed = super._parseAddressCommand(rawName, command);
+    if (parsed || rawName.trim().toUpperCase() !== 'RCPT TO') return parsed;
+    // qpsmtpd takes a recipient without a user or host part (`<foo>`, `<@host>`) and lets the rules decline it;
+    // smtp-server calls it a syntax error. Its parameters are still parsed by smtp-server, with a stand-in address.
+    const m = /^([^:]*:\s*)<([^<>\s\x00-\x1f\x7f]+)>(.*)$/s.exec(command);
+    if (!m || !partless(m[2])) return parsed;
+    const standIn = super._parseAddressCommand(rawName, `${m[1]}<postmaster@invalid>${m[3]}`);
+    return standIn ? { ...standIn, address: m[2] } : parsed;
   }
 
   override handler_EHLO(command: Buffer, callback: Callback): void {
