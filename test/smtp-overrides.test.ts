@@ -192,6 +192,18 @@ describe('overrides over a real socket', () => {
     c.close();
   });
 
+  test('replies that echo client bytes stay printable ASCII', async () => {
+    const c = await RawSmtp.connect(port);
+    await c.read();
+    await c.cmd('EHLO x');
+    c.write(Buffer.from('MAIL FROM:<a@b.example> \xe9T=1 \xe9T=2\r\n', 'latin1'));
+    const r = await c.read();
+    c.close();
+    assert.equal(r.code, 501);
+    assert.match(r.raw, /^[\x20-\x7e]*\r\n$/, JSON.stringify(r.raw));
+    assert.match(r.text, /duplicate \?T parameter/);
+  });
+
   test('any HELO/EHLO argument is accepted and kept raw', async () => {
     for (const [cmd, raw] of [
       ['EHLO Mixed.Case.Example', 'Mixed.Case.Example'],

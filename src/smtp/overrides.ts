@@ -75,6 +75,11 @@ export function bracketAddressCommand(command: string): string {
   return `${command.slice(0, colon + 1)}<${address}>${params}`;
 }
 
+/** Reply text as printable ASCII: anything else (8-bit, U+FFFD from undecodable client bytes) becomes `?`. */
+export function asciiReply(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, '?');
+}
+
 /** An address with no user part or no host part: what qpsmtpd's rcpt_regexp leaves undecided. */
 export function partless(address: string): boolean {
   const at = address.lastIndexOf('@');
@@ -213,6 +218,9 @@ export class TrapConnection extends SMTPConnection {
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
     let text = data;
     if (context === 'RCPT_TO_OK' && this.trapSession.trapRcptReply) text = this.trapSession.trapRcptReply;
+    // smtp-server echoes client bytes in some replies (e.g. "duplicate X parameter"); a reply is ASCII text.
+    if (typeof text === 'string') text = asciiReply(text);
+    else if (Array.isArray(text)) text = text.map(asciiReply);
     this.hooks.onReply(this.trapSession, code, (Array.isArray(text) ? text[0] : text) ?? '', context);
     super.send(code, text, context);
   }
