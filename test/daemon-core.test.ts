@@ -156,14 +156,14 @@ describe('spamtrapd daemon', () => {
     const { dataReply } = await sendMail(d.port, {
       helo: 'Bot.Example',
       from: '<s@spam.example>',
-      to: ['<ok@trap.test>', '<ham@trap.test>', '<root@trap.test>', '<other@trap.test>', '<deny@trap.test>'],
+      to: ['<ok@trap.test>', '<ham@trap.test>', '<root@trap.test>', '<other@trap.test>', '<deny@trap.test>', '<a,b@trap.test>'],
       data: body,
     });
     assert.equal(dataReply?.code, 250, dataReply?.raw);
     const incoming = await drain(d.spoolDir, 'incoming');
     const ham = await drain(d.spoolDir, 'hamincoming');
     assert.deepEqual([incoming.length, ham.length], [1, 1], 'one copy in each trap queue');
-    assert.equal(incoming[0].job.metadata.rcpt_to, 'ok@trap.test,other@trap.test');
+    assert.equal(incoming[0].job.metadata.rcpt_to, 'ok@trap.test,other@trap.test,a?b@trap.test', 'a comma never splits an address');
     assert.equal(ham[0].job.metadata.rcpt_to, 'ham@trap.test');
     assert.equal(ham[0].job.metadata.note, 'ham');
     // The forward copy goes through its durable queue to the MTA, delivered by the primary's relay process.
@@ -180,7 +180,7 @@ describe('spamtrapd daemon', () => {
       assert.equal(text.slice(headerEnd + 2), body.replace('..dot', '.dot'), 'message intact, dot-unstuffed');
     }
     const unfolded = (b: Buffer) => b.toString('latin1').split('\r\nSubject:')[0].replace(/\r\n\t/g, ' ');
-    assert.match(unfolded(incoming[0].data), /RCPT_TO=<ok@trap\.test>,<other@trap\.test>\s*;/);
+    assert.match(unfolded(incoming[0].data), /RCPT_TO=<ok@trap\.test>,<other@trap\.test>,<a\?b@trap\.test>\s*;/);
     assert.match(unfolded(ham[0].data), /RCPT_TO=<ham@trap\.test>\s*;/);
     assert.match(unfolded(delivered[0].data), /RCPT_TO=<root@trap\.test>\s*;/);
     for (const q of ['incoming', 'hamincoming', forwardQueue]) assert.ok(tmpEmpty(d.spoolDir, q), `${q}/tmp empty`);

@@ -224,7 +224,9 @@ describe('hostile input (property)', () => {
 
   test('2000 hostile sessions: well-formed replies, exact storage, no smuggled job, no corrupt job, still serving', async () => {
     const exp: Expected = { stored: new Map(), codes: new Map() };
-    const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
+    // CI replays a fixed seed, so a red run is reproducible rather than luck (this one found the non-ASCII reply
+    // bug); by hand every run explores a new seed, and FUZZ_SEED=n replays any of them.
+    const seed = Number(process.env.FUZZ_SEED ?? (process.env.CI ? 332887032 : Date.now() % 2 ** 31));
     const started = Date.now();
     try {
       await fc.assert(

@@ -87,7 +87,7 @@ function cleanToken(value: string): string {
 }
 
 /** An address inside `<...>`: also none of the list's delimiters, nor the `;` that ends the list. */
-function cleanAddress(value: string): string {
+export function cleanAddress(value: string): string {
   return cleanToken(value).replace(/[<>,;]/g, '?');
 }
 

@@ -10,7 +10,7 @@ import { splitByDestination, type Route } from '../config/routes';
 import type { CommittedJob, PendingJob } from '../dirqueue';
 import type { Logger } from '../log';
 import type { TrapHooks, TrapSession } from './overrides';
-import { buildReceivedHeader } from './received';
+import { buildReceivedHeader, cleanAddress } from './received';
 import { classifyReply } from './replies';
 import type { ReverseLookup } from './rdns';
 import type { Spool } from '../spool';
@@ -216,7 +216,8 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
       const notes = [...new Set(group.recipients.map((r) => r.note).filter((n): n is string => n !== null))];
       const metadata: Record<string, string> = {
         mail_from: metaValue(mailFrom),
-        rcpt_to: metaValue(rcpts.join(',')),
+        // The same tokens as the Received header's RCPT_TO=: an address with a comma must not read as two.
+        rcpt_to: rcpts.map(cleanAddress).join(','),
         remote_ip: metaValue(session.remoteAddress),
         remote_host: metaValue(rdns ?? 'unknown'),
         helo: metaValue(helo ?? ''),
