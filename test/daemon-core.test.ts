@@ -295,4 +295,23 @@ describe('spamtrapd daemon', () => {
     assert.equal(rcptReplies[0].raw, '250 <deny@trap.test>, recipient ok\r\n');
     await drain(d.spoolDir, 'incoming');
   });
+
+  test('SIGHUP with a broken routes file keeps the running rules and says why', async () => {
+    const routesFile = path.join(d.configDir, 'routes');
+    const good = fs.readFileSync(routesFile, 'utf8');
+    const refusedBefore = (d.logs().match(/ reload_refused /g) ?? []).length;
+    fs.writeFileSync(routesFile, 'note=ham queue hamincoming\nthis is not a route\n* queue incoming\n');
+    try {
+      d.proc.kill('SIGHUP');
+      await d.waitForLog(/ reload_refused /, 10000, refusedBefore + 1);
+      assert.match(d.logs(), new RegExp(`config_error .*${routesFile.replace(/[.]/g, '\\.')}:2`));
+      // Still serving with the old routes: ham goes to hamincoming.
+      const { dataReply } = await sendMail(d.port, { from: '<s@x.example>', to: ['<ham@trap.test>'], data: 'Subject: h\r\n\r\nx\r\n' });
+      assert.equal(dataReply?.code, 250);
+      assert.equal((await drain(d.spoolDir, 'hamincoming')).length, 1);
+    } finally {
+      fs.writeFileSync(routesFile, good);
+    }
+  });
+
 });

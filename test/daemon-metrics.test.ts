@@ -188,3 +188,35 @@ describe('daemon metrics', () => {
     assert.equal(s.get('spamtrapd_workers'), 2);
   });
 });
+
+describe('early talkers on the real daemon', () => {
+  let d: Daemon;
+  before(async () => {
+    d = await startDaemon({ workers: 1, env: { GREETING_DELAY_MS: '300', METRICS_PUSH_INTERVAL_MS: '100' } });
+  });
+  after(async () => {
+    await d?.destroy();
+    d?.cleanup();
+  });
+
+  test('a client that talks before the greeting is captured, its message filed, and counted', async () => {
+    const c = await RawSmtp.connect(d.port);
+    try {
+      c.write('EHLO early.example\r\n');
+      assert.equal((await c.read()).code, 220, 'the greeting still comes first');
+      assert.equal((await c.read()).code, 250);
+      await c.cmd('MAIL FROM:<bot@spam.example>');
+      await c.cmd('RCPT TO:<trap@bait.example>');
+      assert.equal((await c.cmd('DATA')).code, 354);
+      c.write('Subject: early\r\n\r\nhi\r\n.\r\n');
+      assert.equal((await c.read()).code, 250);
+    } finally {
+      c.close();
+    }
+    await new Promise((r) => setTimeout(r, 400));
+    const s = samples((await get(d.metricsPort, '/metrics')).body);
+    assert.equal(s.get('spamtrapd_early_talkers_total'), 1);
+    assert.equal(s.get('spamtrapd_messages_accepted_total{queue="incoming"}'), 1);
+    await d.waitForLog(/ info early_talker /);
+  });
+});
