@@ -317,7 +317,8 @@ class Job implements PendingJob {
     const h = await this.w.fsImpl.open(this.j.tmpCtrl, 'wx', FILE_MODE);
     this.ctrlCreated = true;
     try {
-      await h.write(ctrl, 0, ctrl.length);
+      // A nearly full disk can take part of a write without an error; a cut control file must never be linked.
+      for (let off = 0; off < ctrl.length; ) off += (await h.write(ctrl, off, ctrl.length - off)).bytesWritten;
       if (this.w.fsync) await h.sync();
     } finally {
       await h.close();
