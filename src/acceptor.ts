@@ -29,6 +29,25 @@ export async function runAcceptor(): Promise<void> {
   let ruleSet = readRuleSet(cfg, log);
   let accepting = true;
   let inFlight = 0;
+  // Listening for the primary before anything slow (TLS, listen): a shutdown that arrives while this acceptor
+  // starts is remembered and carried out once it listens, instead of being dropped.
+  let drain: ((why: string) => void) | null = null;
+  let stopRequested: string | null = null;
+  onPrimarySignals({
+    shutdown(why) {
+      accepting = false;
+      if (drain) drain(why);
+      else stopRequested = why;
+    },
+    reload() {
+      try {
+        ruleSet = readRuleSet(cfg, log);
+        log.info('reloaded', { rules: ruleSet.rules.length, routes: ruleSet.routes.length });
+      } catch (err) {
+        log.error('reload_failed', { error: (err as Error).message, kept: 'previous rules' });
+      }
+    },
+  });
 
   const metrics = startWorkerMetrics({ slot, intervalMs: cfg.metricsPushIntervalMs });
   const observer = createObserver(metrics);
@@ -74,7 +93,8 @@ export async function runAcceptor(): Promise<void> {
     maxRecipients: cfg.maxRecipients,
     maxClients: cfg.maxConnectionsPerWorker,
     socketTimeout: cfg.idleTimeoutMs,
-    closeTimeout: cfg.shutdownGraceMs,
+    // smtp-server reads 0 as "use 30 s"; a zero grace must mean closing at once.
+    closeTimeout: Math.max(1, cfg.shutdownGraceMs),
     logger: false,
     onConnect: handlers.onConnect,
     onSecure: handlers.onSecure,
@@ -107,28 +127,18 @@ export async function runAcceptor(): Promise<void> {
   log.info('listening', { host: cfg.smtpHost, port: cfg.smtpPort, tls: tls.source, rules: ruleSet.rules.length });
   process.send?.({ type: 'acceptor:listening', slot } satisfies WorkerToPrimary);
 
-  onPrimarySignals({
-    shutdown(why) {
-      accepting = false;
-      log.info('draining', { why, connections: server.connections.size, in_data: inFlight });
-      // Sessions not inside DATA are told now instead of idling until the grace period ends.
-      for (const conn of server.connections as Set<TrapConnection>) {
-        if (!conn._dataStream) conn.send(421, `${cfg.me} Service shutting down, try again later`);
-      }
-      server.close(async () => {
-        const deadline = Date.now() + 5000;
-        while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-        log.info('stopped', { in_data: inFlight });
-        await exitAfterFinalPush(metrics);
-      });
-    },
-    reload() {
-      try {
-        ruleSet = readRuleSet(cfg, log);
-        log.info('reloaded', { rules: ruleSet.rules.length, routes: ruleSet.routes.length });
-      } catch (err) {
-        log.error('reload_failed', { error: (err as Error).message, kept: 'previous rules' });
-      }
-    },
-  });
+  drain = (why) => {
+    log.info('draining', { why, connections: server.connections.size, in_data: inFlight });
+    // Sessions not inside DATA are told now instead of idling until the grace period ends.
+    for (const conn of server.connections as Set<TrapConnection>) {
+      if (!conn._dataStream) conn.send(421, `${cfg.me} Service shutting down, try again later`);
+    }
+    server.close(async () => {
+      const deadline = Date.now() + 5000;
+      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      log.info('stopped', { in_data: inFlight });
+      await exitAfterFinalPush(metrics);
+    });
+  };
+  if (stopRequested !== null) drain(stopRequested);
 }

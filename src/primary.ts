@@ -21,6 +21,9 @@ export function restartDelayMs(recentFailures: number): number {
   return Math.min(30_000, 100 * 2 ** (recentFailures - 2));
 }
 
+/** Periodic crash-leftover sweep, beside the ones at start and after a worker dies. */
+const SWEEP_EVERY_MS = 15 * 60_000;
+
 /** A worker that lived this long before dying is not "crash-looping": its slot's failure count resets. */
 const STABLE_AFTER_MS = 10_000;
 
@@ -58,11 +61,30 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
       process.exit(3);
     },
   });
-  const swept = await sweepSpool(cfg.spoolDir, {
-    minAgeMs: cfg.spoolSweepMinAgeMs,
-    log: (msg) => log.warn('sweep', { action: msg }),
-  });
-  log.info('swept', { ...swept.total });
+  // The sweep removes only files whose writer (this host, that pid) is dead: safe beside running writers. It runs at
+  // start, again once a dead worker's leftovers are old enough, and every SWEEP_EVERY_MS for anything missed.
+  const sweep = async (why: string) => {
+    try {
+      const swept = await sweepSpool(cfg.spoolDir, {
+        minAgeMs: cfg.spoolSweepMinAgeMs,
+        log: (msg) => log.warn('sweep', { action: msg }),
+      });
+      log.info('swept', { why, ...swept.total });
+    } catch (err) {
+      log.error('sweep_failed', { why, error: (err as Error).message });
+    }
+  };
+  let sweepTimer: NodeJS.Timeout | null = null;
+  const sweepLater = (why: string) => {
+    if (sweepTimer) return;
+    sweepTimer = setTimeout(() => {
+      sweepTimer = null;
+      void sweep(why);
+    }, cfg.spoolSweepMinAgeMs + 1000);
+    sweepTimer.unref();
+  };
+  await sweep('start');
+  setInterval(() => void sweep('periodic'), SWEEP_EVERY_MS).unref();
 
   // A routes file that cannot be parsed stops start-up (it throws); skipped rcpt_regexp lines are only logged.
   logRules(cfg, loadRules(cfg), log);
@@ -107,11 +129,21 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
     slot.worker = worker;
     const pid = worker.process.pid!;
     aggregator.workerStarted(slot.name, pid);
-    worker.on('message', (msg: unknown) => aggregator.handleMessage(msg));
+    let toldToStop = false;
+    worker.on('message', (msg: unknown) => {
+      aggregator.handleMessage(msg);
+      // A worker forked just before the stop may have missed the broadcast (no listener yet): every worker
+      // talks within a metrics push interval, and is then told again.
+      if (stopping && !toldToStop && worker.isConnected()) {
+        toldToStop = true;
+        worker.send({ type: 'trap:shutdown' } satisfies PrimaryToWorker);
+      }
+    });
     worker.on('exit', (code, signal) => {
       slot.worker = null;
       aggregator.workerExited(slot.name, pid);
       if (stopping) return;
+      sweepLater(`worker ${slot.name} died`);
       const lived = Date.now() - slot.startedAt;
       slot.failures = lived > STABLE_AFTER_MS ? 1 : slot.failures + 1;
       const delay = restartDelayMs(slot.failures);
