@@ -74,6 +74,12 @@ describe('spamtrapd CLI', () => {
     }
   });
 
+  test('a CONFIG_DIR that does not exist is an error, not an empty rule set', () => {
+    const r = run(['check', 'a@b.example'], { CONFIG_DIR: path.join(dir, 'no-such-config') });
+    assert.equal(r.status, 2, r.stdout);
+    assert.match(r.stderr, /configuration error: CONFIG_DIR: .*no-such-config: no such directory/);
+  });
+
   test('unknown commands print usage and exit 2', () => {
     const r = run(['frobnicate']);
     assert.equal(r.status, 2);

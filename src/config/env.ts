@@ -376,6 +376,15 @@ export interface LoadedRules {
  * ConfigError.
  */
 export function loadRules(cfg: Pick<TrapConfig, 'configDir'>): LoadedRules {
+  // A missing rcpt_regexp or routes file means "no rules" or "default routing"; a missing directory is a typo or an
+  // unmounted volume, and accepting every recipient into the default queues because of it would be silent damage.
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(cfg.configDir);
+  } catch (err) {
+    throw new ConfigError('CONFIG_DIR', `${cfg.configDir}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (err as Error).message}`);
+  }
+  if (!st.isDirectory()) throw new ConfigError('CONFIG_DIR', `${cfg.configDir}: not a directory`);
   const files = configFiles(cfg);
   const rcptText = readOptional(files.rcptRegexp);
   const routesText = readOptional(files.routes);

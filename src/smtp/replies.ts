@@ -24,7 +24,8 @@ export function classifyReply(code: number, text: string, context: string | fals
   if (code === 421) {
     if (/^Timeout/.test(text)) return 'timeout';
     if (/shutting down/.test(text)) return 'shutdown';
-    if (/Too many connected clients|too many connections/i.test(text)) return 'connection_limit';
+    // smtp-server's own text only: the per-IP refusal is the trap's and counted where it is decided.
+    if (/Too many connected clients/.test(text)) return 'connection_limit';
     if (/HTTP requests not allowed/.test(text)) return 'http_request';
     if (/^Error: too many unrecognized commands/.test(text)) return 'unrecognized';
     if (/^Error: /.test(text)) return 'syntax';
