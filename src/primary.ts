@@ -60,6 +60,7 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
       log.error('spool_lock_compromised', { spool: cfg.spoolDir, error: err.message });
       process.exit(3);
     },
+    onWaiting: (holder, staleMs) => log.warn('spool_lock_stale_wait', { spool: cfg.spoolDir, dead_holder: holder, stale_ms: staleMs }),
   });
   // The sweep removes only files whose writer (this host, that pid) is dead: safe beside running writers. It runs at
   // start, again once a dead worker's leftovers are old enough, and every SWEEP_EVERY_MS for anything missed.

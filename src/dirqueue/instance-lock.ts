@@ -16,6 +16,8 @@ export interface SpoolLockOptions {
   staleMs?: number;
   /** Called when the lock was lost (its directory removed or not refreshed in time): another instance may run now. */
   onCompromised?: (err: Error) => void;
+  /** Called when the holder is a dead process on this host and the lock is awaited until it is stale. */
+  onWaiting?: (holder: string, staleMs: number) => void;
 }
 
 export class SpoolLockedError extends Error {
@@ -40,12 +42,27 @@ function defaultOnCompromised(spoolDir: string): (err: Error) => void {
   };
 }
 
-async function readHolder(pidFile: string): Promise<string | null> {
+async function readHolderFile(pidFile: string): Promise<{ pid: number; host: string } | null> {
   try {
     const [pid, host] = (await fsp.readFile(pidFile, 'utf8')).split('\n');
-    return pid ? `pid ${pid}${host ? ` on ${host}` : ''}` : null;
+    return /^\d+$/.test(pid) ? { pid: Number(pid), host: host ?? '' } : null;
   } catch {
     return null;
+  }
+}
+
+function describeHolder(h: { pid: number; host: string } | null): string | null {
+  return h ? `pid ${h.pid}${h.host ? ` on ${h.host}` : ''}` : null;
+}
+
+/** The holder is provably gone: it ran on this host and its pid no longer exists. */
+function holderIsDead(h: { pid: number; host: string } | null): boolean {
+  if (!h || h.host !== os.hostname()) return false;
+  try {
+    process.kill(h.pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }
 
@@ -55,17 +72,32 @@ export async function acquireSpoolLock(spoolDir: string, opts: SpoolLockOptions 
   await fsp.mkdir(dir, { recursive: true });
   const lockfilePath = path.join(dir, LOCK_NAME);
   const pidFile = path.join(dir, PID_FILE_NAME);
-  let release: () => Promise<void>;
-  try {
-    release = await lockfile.lock(dir, {
+  const staleMs = opts.staleMs ?? 10_000;
+  const lock = (retries: number) =>
+    lockfile.lock(dir, {
       lockfilePath,
       realpath: false,
-      stale: opts.staleMs ?? 10_000,
+      stale: staleMs,
+      retries: retries > 0 ? { retries, minTimeout: 500, maxTimeout: 500, factor: 1 } : 0,
       onCompromised: opts.onCompromised ?? defaultOnCompromised(dir),
     });
+  let release: () => Promise<void>;
+  try {
+    release = await lock(0);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ELOCKED') throw new SpoolLockedError(dir, await readHolder(pidFile));
-    throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw e;
+    const holder = await readHolderFile(pidFile);
+    if (!holderIsDead(holder)) throw new SpoolLockedError(dir, describeHolder(holder));
+    // A holder SIGKILLed on this host: its lock goes stale within staleMs, so wait for that instead of failing
+    // (a service manager restarting the trap right away would otherwise hit its start limit). The lock itself is
+    // never removed by hand: proper-lockfile's stale takeover is what keeps two starters from both winning.
+    opts.onWaiting?.(describeHolder(holder)!, staleMs);
+    try {
+      release = await lock(Math.ceil((staleMs + 2000) / 500));
+    } catch (e2) {
+      if ((e2 as NodeJS.ErrnoException).code === 'ELOCKED') throw new SpoolLockedError(dir, describeHolder(await readHolderFile(pidFile)));
+      throw e2;
+    }
   }
   // Written after the lock is ours, so a stale pid file from a dead holder is simply replaced.
   await fsp.writeFile(pidFile, `${process.pid}\n${os.hostname()}\n`);
