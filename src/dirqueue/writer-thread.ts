@@ -222,7 +222,12 @@ function serve(): void {
 
   let tail: Promise<void> = Promise.resolve();
   port.on('message', (m: Request) => {
-    tail = tail.then(() => handle(m));
+    // Whatever goes wrong with one message must neither wedge the chain for every later one nor leave a caller
+    // waiting for a reply that never comes.
+    tail = tail.then(() => handle(m)).catch((e: unknown) => {
+      jobs.delete(m.id);
+      if (m.op !== 'write') port.postMessage({ id: m.id, error: errorOf(e) } satisfies Reply);
+    });
   });
 }
 
