@@ -87,6 +87,13 @@ describe('daemon metrics', () => {
     }
     const big = await sendMail(d.port, { from: '<s@x.example>', to: ['<x@trap.test>'], data: 'x'.repeat(6000) });
     assert.equal(big.dataReply?.code, 552);
+    const bad = await RawSmtp.connect(d.port);
+    await bad.read();
+    await bad.cmd('EHLO x');
+    await bad.cmd('MAIL FROM:<s@x.example>');
+    assert.equal((await bad.cmd('RCPT TO:<a b>')).code, 501);
+    await bad.cmd('QUIT');
+    bad.close();
     for (const q of ['incoming', 'hamincoming']) {
       const dataDir = path.join(d.spoolDir, q, 'data');
       for (const h1 of fs.readdirSync(dataDir))
@@ -95,7 +102,7 @@ describe('daemon metrics', () => {
     }
     await new Promise((r) => setTimeout(r, 400)); // > METRICS_PUSH_INTERVAL_MS: every acceptor has pushed
     const s = samples((await get(d.metricsPort, '/metrics')).body);
-    assert.equal(s.get('spamtrapd_connections_total'), 46);
+    assert.equal(s.get('spamtrapd_connections_total'), 47);
     assert.equal(s.get('spamtrapd_connections_active'), 0);
     assert.equal(s.get('spamtrapd_messages_accepted_total{queue="incoming"}'), 40);
     assert.equal(s.get('spamtrapd_messages_accepted_total{queue="hamincoming"}'), 5);
@@ -106,11 +113,13 @@ describe('daemon metrics', () => {
     );
     assert.equal(s.get('spamtrapd_recipients_total{code="250"}'), 46);
     assert.equal(s.get('spamtrapd_recipients_total{code="550"}'), 5);
+    assert.equal(s.get('spamtrapd_recipients_total{code="501"}'), 1, 'RCPTs smtp-server refuses itself count too');
+    assert.equal(s.get('spamtrapd_rejections_total{reason="syntax"}'), 1);
     assert.equal(s.get('spamtrapd_rejections_total{reason="size"}'), 1);
     assert.equal(s.get('spamtrapd_queue_jobs{queue="incoming"}'), 40, 'queue depth from enqueue events, no rescan');
     assert.equal(s.get('spamtrapd_queue_jobs{queue="hamincoming"}'), 5);
     assert.equal(s.get('spamtrapd_spool_write_seconds_count'), 45);
-    assert.equal(s.get('spamtrapd_session_seconds_count'), 46);
+    assert.equal(s.get('spamtrapd_session_seconds_count'), 47);
     assert.equal(s.get('spamtrapd_workers'), 2);
     assert.ok(s.has('spamtrapd_process_resident_memory_bytes{worker="0"}'), 'per-worker process metrics by slot');
     assert.ok(s.has('spamtrapd_process_resident_memory_bytes{worker="1"}'));

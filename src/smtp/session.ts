@@ -94,6 +94,8 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
       onReply(_session, code, text, context) {
         const reason = classifyReply(code, text, context);
         if (reason) observer.rejection(reason);
+        // RCPT commands smtp-server answers itself never reach onRcptTo; count them by the code sent all the same.
+        if (context === 'TOO_MANY_RECIPIENTS' || context === 'MAILBOX_SYNTAX_ERROR') observer.recipient(code);
       },
     },
 
