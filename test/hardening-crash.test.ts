@@ -187,7 +187,7 @@ describe('crashes', () => {
       await f.stop();
     }
     assert.equal(d.exitCode, 0, d.logs());
-    assert.doesNotMatch(d.logs(), /acceptor_died/, 'no acceptor died or was restarted during the drain');
+    assert.doesNotMatch(d.logs(), /worker_died/, 'no acceptor died or was restarted during the drain');
     await assertAckedStored(d.spoolDir, f.acked);
     assert.deepEqual(await tmpLeftovers(d.spoolDir), []);
   });

@@ -104,7 +104,7 @@ describe('full disk (tmpfs spool)', () => {
     const after = await sendMail(d.port, { from: '<a@spam.example>', to: ['<trap@bait.example>'], data: body(1000, 16 * 1024) });
     assert.equal(after.dataReply?.code, 250, 'accepting again without a restart');
     assert.equal((await inspectSpool(dir)).length, 1);
-    assert.doesNotMatch(d.logs(), /acceptor_died/);
+    assert.doesNotMatch(d.logs(), /worker_died/);
     assert.match(d.logs(), new RegExp(`listening proc=acceptor0 pid=${acceptorPid} `));
     assert.equal((d.logs().match(/ info listening /g) ?? []).length, 1, 'the same acceptor served throughout');
     assert.ok(((await rejections(d.metricsPort)).queue_error ?? 0) >= 2);

@@ -86,7 +86,7 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
   const m: WorkerMetrics = {
     connectionsTotal: new client.Counter({
       name: SERIES.connectionsTotal,
-      help: 'SMTP connections accepted (including those answered 421 because of the connection limit).',
+      help: 'SMTP connections that reached the session layer (including 421s for the per-IP limit or shutdown; the per-worker cap is counted in rejections).',
       registers,
     }),
     connectionsActive: new client.Gauge({
