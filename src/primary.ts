@@ -130,6 +130,9 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
     slot.worker = worker;
     const pid = worker.process.pid!;
     aggregator.workerStarted(slot.name, pid);
+    // An IPC error on one worker (its channel closing under a send) must not become an unhandled 'error' event
+    // in the primary, which would take every acceptor down with it.
+    worker.on('error', (err: Error) => log.warn('worker_ipc_error', { slot: slot.name, pid, error: err.message }));
     let toldToStop = false;
     worker.on('message', (msg: unknown) => {
       aggregator.handleMessage(msg);
@@ -137,7 +140,7 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
       // talks within a metrics push interval, and is then told again.
       if (stopping && !toldToStop && worker.isConnected()) {
         toldToStop = true;
-        worker.send({ type: 'trap:shutdown' } satisfies PrimaryToWorker);
+        tell(worker, { type: 'trap:shutdown' });
       }
     });
     worker.on('exit', (code, signal) => {
@@ -169,12 +172,20 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
       for (const s of slots) s.worker?.process.kill('SIGKILL');
     }, cfg.shutdownGraceMs + 10_000);
     hardStop.unref();
+    let finishing = false;
     const finish = async () => {
-      if (slots.some((s) => s.worker)) return;
+      if (finishing || slots.some((s) => s.worker)) return;
+      finishing = true;
       clearTimeout(hardStop);
-      aggregator.close();
-      await metricsServer.close();
-      await releaseLock();
+      // Every worker has stopped and every acknowledged message is on disk: a failure to tidy up from here on is
+      // worth a log line, not a non-zero exit that a service manager would read as a crash.
+      try {
+        aggregator.close();
+        await metricsServer.close();
+        await releaseLock();
+      } catch (err) {
+        log.error('stop_cleanup_failed', { error: (err as Error).message });
+      }
       log.info('stopped');
       process.exit(0);
     };
@@ -192,9 +203,19 @@ async function knownQueues(cfg: TrapConfig): Promise<string[]> {
   return [...new Set(['incoming', 'deadletter', ...onDisk, ...routed])];
 }
 
+/**
+ * A worker's IPC channel can close between isConnected() and send() (it is exiting: e.g. right after its final
+ * metrics push). Without a callback that would be an 'error' event on the worker, and an unhandled one takes the
+ * primary down; the message is moot for a worker that is going away anyway.
+ */
+function tell(worker: Worker, msg: PrimaryToWorker): void {
+  if (!worker.isConnected()) return;
+  worker.send(msg, undefined, undefined, () => undefined);
+}
+
 function broadcast(slots: Slot[], msg: PrimaryToWorker): void {
   for (const s of slots) {
-    if (s.worker?.isConnected()) s.worker.send(msg);
+    if (s.worker) tell(s.worker, msg);
   }
 }
 

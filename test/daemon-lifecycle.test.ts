@@ -63,7 +63,7 @@ describe('daemon life cycle', () => {
       assert.equal(r.code, 421, r.raw);
       assert.ok(Date.now() - t0 < 3000, 'not after a default 30 s grace');
       await d.waitExit(15_000);
-      assert.equal(d.exitCode, 0);
+      assert.equal(d.exitCode, 0, d.logs());
     } finally {
       c.close();
     }
