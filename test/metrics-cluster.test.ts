@@ -181,7 +181,10 @@ describe('metrics with a real cluster', { timeout: 60_000 }, () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     assert.ok(age > 0.5, `worker 1 snapshot age ${age}: it should have been blocked while we scraped`);
-    assert.ok(Math.max(...times) < 100, `scrape times ${times.map((t) => t.toFixed(1)).join(', ')} ms`);
+    // The median, not the maximum: an aggregator that waited on the blocked worker would be slow on every scrape of
+    // the block, while a loaded CI machine can delay any single one.
+    const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)];
+    assert.ok(median < 100, `scrape times ${times.map((t) => t.toFixed(1)).join(', ')} ms`);
     // And it recovers: pushes resume after the block.
     await waitFor('worker 1 pushing again', async () => {
       const a = sampleValue((await scrape()).samples, SERIES.snapshotAgeSeconds, { worker: '1' });
