@@ -3,7 +3,7 @@
  * re-read on the primary's say (SIGHUP), and SIGTERM drains: sessions in DATA finish, others get 421.
  */
 import { loadConfig, loadRules, type TrapConfig } from './config/env';
-import { createLogger, type Logger } from './log';
+import { createLogger } from './log';
 import { startWorkerMetrics } from './metrics';
 import { createObserver } from './metrics/observer';
 import { Spool } from './spool';
@@ -16,9 +16,9 @@ import { VERSION } from './version';
 import type { WorkerToPrimary } from './ipc';
 import { exitAfterFinalPush, onPrimarySignals } from './worker-process';
 
-function readRuleSet(cfg: TrapConfig, log: Logger): RuleSet {
+/** Skipped rcpt_regexp lines are the primary's to report: it reads config/ before every start and reload. */
+function readRuleSet(cfg: TrapConfig): RuleSet {
   const loaded = loadRules(cfg);
-  for (const p of loaded.problems) log.warn('rcpt_regexp_line_skipped', { file: p.file, line: p.line, reason: p.reason });
   return { rules: loaded.rules, routes: loaded.routes, defaultCode: cfg.rcptDefault };
 }
 
@@ -26,7 +26,7 @@ export async function runAcceptor(): Promise<void> {
   const cfg = loadConfig();
   const slot = Number(process.env.SPAMTRAPD_SLOT ?? '0');
   const log = createLogger(cfg.logLevel, { proc: `acceptor${slot}`, pid: process.pid });
-  let ruleSet = readRuleSet(cfg, log);
+  let ruleSet = readRuleSet(cfg);
   let accepting = true;
   let inFlight = 0;
   // Listening for the primary before anything slow (TLS, listen): a shutdown that arrives while this acceptor
@@ -41,7 +41,7 @@ export async function runAcceptor(): Promise<void> {
     },
     reload() {
       try {
-        ruleSet = readRuleSet(cfg, log);
+        ruleSet = readRuleSet(cfg);
         log.info('reloaded', { rules: ruleSet.rules.length, routes: ruleSet.routes.length });
       } catch (err) {
         log.error('reload_failed', { error: (err as Error).message, kept: 'previous rules' });

@@ -6,6 +6,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import path from 'node:path';
 import { loadRules, type TrapConfig } from './config/env';
+import type { Route } from './config/routes';
 import { acquireSpoolLock, findQueueDirs, sweepSpool } from './dirqueue';
 import { forkRelay, RELAY_SLOT } from './forward';
 import type { PrimaryToWorker } from './ipc';
@@ -88,7 +89,8 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
   setInterval(() => void sweep('periodic'), SWEEP_EVERY_MS).unref();
 
   // A routes file that cannot be parsed stops start-up (it throws); skipped rcpt_regexp lines are only logged.
-  logRules(cfg, loadRules(cfg), log);
+  const startRules = loadRules(cfg);
+  logRules(cfg, startRules, log);
   // Generated here, once, so acceptors starting together never race to create it.
   const tls = await loadTlsMaterial({
     keyFile: cfg.tlsKeyFile,
@@ -101,7 +103,7 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
   const aggregator = new MetricsAggregator({
     queues: {
       scan: dirQueueScanner(cfg.spoolDir),
-      queues: await knownQueues(cfg),
+      queues: await knownQueues(cfg, startRules.routes),
       scanIntervalMs: cfg.queueScanIntervalMs,
       onError: (queue, err) => log.warn('queue_scan_failed', { queue, error: (err as Error).message }),
     },
@@ -197,9 +199,9 @@ export async function runPrimary(cfg: TrapConfig): Promise<void> {
 }
 
 /** Queues to watch from the start: those on disk and those the routes name (new ones join on first enqueue). */
-async function knownQueues(cfg: TrapConfig): Promise<string[]> {
+async function knownQueues(cfg: TrapConfig, routes: Route[]): Promise<string[]> {
   const onDisk = (await findQueueDirs(cfg.spoolDir)).map((d) => path.relative(cfg.spoolDir, d));
-  const routed = loadRules(cfg).routes.map((r) => r.destination.queue);
+  const routed = routes.map((r) => r.destination.queue);
   return [...new Set(['incoming', 'deadletter', ...onDisk, ...routed])];
 }
 

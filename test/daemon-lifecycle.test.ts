@@ -7,13 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from './helpers/daemon';
+import { currentAcceptorPids } from './helpers/hardening-util';
 import { RawSmtp } from './helpers/smtp-client';
 
-function acceptorPids(d: Daemon): number[] {
-  const pids = new Map<string, number>();
-  for (const m of d.logs().matchAll(/ info listening proc=acceptor(\d+) pid=(\d+)/g)) pids.set(m[1], Number(m[2]));
-  return [...pids.values()];
-}
 
 /** A session inside DATA with part of a message sent. */
 async function midData(port: number): Promise<RawSmtp> {
@@ -39,7 +35,7 @@ describe('daemon life cycle', () => {
   test('a SIGTERM that lands while an acceptor restarts still stops everything within the grace period', async () => {
     const d = await startDaemon({ workers: 1, env: { SHUTDOWN_GRACE_MS: '2000' } });
     daemons.push(d);
-    const [pid] = acceptorPids(d);
+    const [pid] = currentAcceptorPids(d.logs());
     process.kill(pid, 'SIGKILL');
     await d.waitForLog(/ worker_died .*slot=0/);
     await new Promise((r) => setTimeout(r, 30)); // the replacement is forked but not listening yet
@@ -81,7 +77,7 @@ describe('daemon life cycle', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.ok(fs.readdirSync(tmp).length > 0, 'the message in flight has its tmp file');
-    const [pid] = acceptorPids(d);
+    const [pid] = currentAcceptorPids(d.logs());
     process.kill(pid, 'SIGKILL');
     c.close();
     await d.waitForLog(/ swept .*why="worker 0 died"/, 10_000);

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { repoRoot, startDaemon, type Daemon } from './helpers/daemon';
+import { currentAcceptorPids } from './helpers/hardening-util';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
 
 const run = promisify(execFile);
@@ -45,11 +46,6 @@ function counterTotals(body: string): Map<string, number> {
   return new Map([...s].filter(([k]) => /^spamtrapd_[a-z_]+(_total|_count|_sum|_bucket)(\{|$)/.test(k) && !/worker=/.test(k)));
 }
 
-function acceptorPids(d: Daemon): number[] {
-  const pids = new Map<string, number>();
-  for (const m of d.logs().matchAll(/ info listening proc=acceptor(\d+) pid=(\d+)/g)) pids.set(m[1], Number(m[2]));
-  return [...pids.values()];
-}
 
 const RULES = `/^deny\\@trap\\.test$/  DENY No
 /^ham\\@trap\\.test$/   OK Sure [note=ham]
@@ -147,7 +143,7 @@ describe('daemon metrics', () => {
   });
 
   test('a scrape answers within 100 ms while an acceptor is frozen', async () => {
-    const [pid] = acceptorPids(d);
+    const [pid] = currentAcceptorPids(d.logs());
     process.kill(pid, 'SIGSTOP');
     try {
       await new Promise((r) => setTimeout(r, 300));
@@ -168,7 +164,7 @@ describe('daemon metrics', () => {
 
   test('killing an acceptor keeps every counter monotonic and counts the restart', async () => {
     const before = counterTotals((await get(d.metricsPort, '/metrics')).body);
-    const [victim] = acceptorPids(d);
+    const [victim] = currentAcceptorPids(d.logs());
     const listeningBefore = (d.logs().match(/ info listening /g) ?? []).length;
     process.kill(victim, 'SIGKILL');
     let scrapes = 0;

@@ -238,7 +238,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
           version: settings.version,
           proto,
           mailFrom,
-          recipients: group.recipients.map((r) => r.address),
+          recipients: rcpts,
           date,
         }),
       );

@@ -38,6 +38,11 @@ export function acceptorPids(logs: string): Map<number, number[]> {
   return out;
 }
 
+/** The pid each acceptor slot runs now (the last `listening` line of the slot). */
+export function currentAcceptorPids(logs: string): number[] {
+  return [...acceptorPids(logs).values()].map((pids) => pids[pids.length - 1]);
+}
+
 /** Resolves 'connected' or the connect error's code ('ECONNREFUSED' once nothing listens). */
 export function tryConnect(port: number, host = '127.0.0.1', timeoutMs = 2000): Promise<string> {
   return new Promise((resolve) => {
