@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import type { TrapConfig } from './config/env';
 import { DirQueueReader, findQueueDirs, type Job } from './dirqueue';
 import { reinjectDeadLetters } from './forward';
-import { QUEUE_NAME } from './spool';
+import { QUEUE_NAME } from './config/routes';
 
 const USAGE = `usage: spamtrapd queue <command> [options]
 

@@ -1,8 +1,6 @@
 import path from 'node:path';
+import { QUEUE_NAME } from './config/routes';
 import { DirQueueWriter, SpoolWriterThread, type JobStarter } from './dirqueue';
-
-/** Queue names become directory names under the spool: nothing that could climb out of it. */
-export const QUEUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 /**
  * The spool directory: one IPC::DirQueue queue per destination. Without fsync, jobs are written by the spool

@@ -38,7 +38,8 @@ export interface RoutedRecipient {
 
 /** Queue names the trap uses itself; `forward-*` names are derived from forward destinations. */
 export const DEADLETTER_QUEUE = 'deadletter';
-const QUEUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+/** Queue names become directory names under the spool: nothing that could climb out of it. */
+export const QUEUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 /** A queue is a directory; leave room for the spool's own suffixes. */
 const MAX_QUEUE_NAME = 100;
 const DEFAULT_SMTP_PORT = 25;
