@@ -1,5 +1,4 @@
-import path from 'node:path';
-import { QUEUE_NAME } from './config/routes';
+import { queueDir } from './spool-layout';
 import { DirQueueWriter, SpoolWriterThread, type JobStarter } from './dirqueue';
 
 /**
@@ -20,8 +19,7 @@ export class Spool {
   }
 
   queueDir(queue: string): string {
-    if (!QUEUE_NAME.test(queue)) throw new Error(`invalid queue name ${JSON.stringify(queue)}`);
-    return path.join(this.dir, queue);
+    return queueDir(this.dir, queue);
   }
 
   writer(queue: string): JobStarter {

@@ -1,6 +1,6 @@
 /**
- * loadConfig: defaults, .env handling (never overriding the real environment), one validation per variable with
- * errors that name the variable, its value and what is allowed; loadRules reading config/.
+ * loadSettings: defaults, .env handling (never overriding the real environment), one validation per variable with
+ * errors that name the variable, its value and what is allowed.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -8,8 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ConfigError } from '../src/errors';
-import { configFiles, ENV_DEFAULTS, loadConfig, loadRules } from '../src/config/env';
-import { DEFAULT_ROUTES } from '../src/config/routes';
+import { loadSettings, SETTING_NAMES } from '../src/config/env';
+import { repoRoot } from './helpers/paths';
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'spamtrapd-env-'));
 after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
@@ -24,7 +24,7 @@ function workdir(dotenv?: string): string {
 }
 
 function load(env: Record<string, string>, dotenv?: string) {
-  return loadConfig(env, { cwd: workdir(dotenv) });
+  return loadSettings(env, { cwd: workdir(dotenv) });
 }
 
 function configError(env: Record<string, string>, dotenv?: string): ConfigError {
@@ -37,20 +37,10 @@ function configError(env: Record<string, string>, dotenv?: string): ConfigError 
   assert.fail(`expected a ConfigError for ${JSON.stringify(env)}`);
 }
 
-function repoRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    assert.notEqual(up, dir);
-    dir = up;
-  }
-  return dir;
-}
-
 describe('defaults', () => {
   test('every documented default, with relative dirs resolved once against cwd', () => {
     const cwd = workdir();
-    const cfg = loadConfig({}, { cwd });
+    const cfg = loadSettings({}, { cwd });
     const hasV6 = Object.values(os.networkInterfaces()).some((l) => (l ?? []).some((a) => a.family === 'IPv6'));
     assert.equal(cfg.smtpHost, hasV6 ? '::' : '0.0.0.0');
     assert.equal(cfg.smtpPort, 25);
@@ -101,10 +91,10 @@ describe('defaults', () => {
     assert.ok(path.isAbsolute(cfg.configDir) && cfg.configDir.endsWith(`${path.sep}conf`));
   });
 
-  test('.env.example lists exactly the variables loadConfig reads, and copied to .env gives the defaults', () => {
+  test('.env.example lists exactly the variables loadSettings reads, and copied to .env gives the defaults', () => {
     const example = fs.readFileSync(path.join(repoRoot(), '.env.example'), 'utf8');
     const names = [...example.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]).sort();
-    assert.deepEqual(names, Object.keys(ENV_DEFAULTS).sort());
+    assert.deepEqual(names, [...SETTING_NAMES].sort());
     for (const name of names) {
       const i = example.indexOf(`\n${name}=`);
       const before = example.slice(0, i).split('\n');
@@ -112,8 +102,8 @@ describe('defaults', () => {
       assert.doesNotMatch(before[before.length - 2], /^# /, `${name}: the comment is one line`);
     }
     const cwd = workdir(example);
-    const fromExample = loadConfig({}, { cwd });
-    const plain = loadConfig({}, { cwd: workdir() });
+    const fromExample = loadSettings({}, { cwd });
+    const plain = loadSettings({}, { cwd: workdir() });
     assert.deepEqual({ ...fromExample, envFile: null, spoolDir: '', configDir: '', tlsGeneratedDir: '' }, {
       ...plain,
       spoolDir: '',
@@ -134,14 +124,14 @@ describe('.env', () => {
 
   test('the env object passed in is not modified', () => {
     const env = { SMTP_PORT: '2526' };
-    loadConfig(env, { cwd: workdir('MAX_RECIPIENTS=7\n') });
+    loadSettings(env, { cwd: workdir('MAX_RECIPIENTS=7\n') });
     assert.deepEqual(env, { SMTP_PORT: '2526' });
   });
 
   test('opts.envFile picks another file, relative to cwd', () => {
     const cwd = workdir();
     fs.writeFileSync(path.join(cwd, 'trap.env'), 'METRICS_PORT=9999\n');
-    const cfg = loadConfig({}, { cwd, envFile: 'trap.env' });
+    const cfg = loadSettings({}, { cwd, envFile: 'trap.env' });
     assert.equal(cfg.metricsPort, 9999);
     assert.equal(cfg.envFile, path.join(cwd, 'trap.env'));
   });
@@ -151,7 +141,7 @@ describe('.env', () => {
     const cwd = workdir();
     fs.mkdirSync(path.join(cwd, '.env'));
     assert.throws(
-      () => loadConfig({}, { cwd }),
+      () => loadSettings({}, { cwd }),
       (err: unknown) => err instanceof ConfigError && err.where === path.join(cwd, '.env') && /cannot read/.test(err.reason),
     );
   });
@@ -215,7 +205,7 @@ describe('values', () => {
     const cwd = workdir();
     fs.writeFileSync(path.join(cwd, 'k.pem'), 'key');
     fs.writeFileSync(path.join(cwd, 'c.pem'), 'cert');
-    const cfg = loadConfig({ TLS_KEY_FILE: 'k.pem', TLS_CERT_FILE: 'c.pem' }, { cwd });
+    const cfg = loadSettings({ TLS_KEY_FILE: 'k.pem', TLS_CERT_FILE: 'c.pem' }, { cwd });
     assert.equal(cfg.tlsKeyFile, path.join(cwd, 'k.pem'));
     assert.equal(cfg.tlsCertFile, path.join(cwd, 'c.pem'));
   });
@@ -287,75 +277,5 @@ describe('errors name the variable, the value and what is allowed', () => {
     const err = configError({ LOG_LEVEL: 'x\u0007' + 'y'.repeat(500) });
     assert.match(err.reason, /"x\\u0007y+\.\.\."/);
     assert.ok(err.reason.length < 400);
-  });
-});
-
-describe('loadRules', () => {
-  test('configFiles names config/rcpt_regexp and config/routes', () => {
-    assert.deepEqual(configFiles({ configDir: '/etc/trap' }), {
-      rcptRegexp: '/etc/trap/rcpt_regexp',
-      routes: '/etc/trap/routes',
-    });
-  });
-
-  test('no files: no rules, the default routes', () => {
-    const dir = workdir();
-    const loaded = loadRules({ configDir: dir });
-    assert.deepEqual(loaded.rules, []);
-    assert.deepEqual(loaded.problems, []);
-    assert.deepEqual(loaded.routes, [...DEFAULT_ROUTES]);
-    assert.deepEqual(loaded.sources, { rcptRegexp: null, routes: null });
-  });
-
-  test('files are read and parsed; rcpt_regexp problems are returned with the full file path', () => {
-    const dir = workdir();
-    fs.writeFileSync(path.join(dir, 'rcpt_regexp'), '/^a\\@b$/ DENY no\nbad@line NOPE\n');
-    fs.writeFileSync(path.join(dir, 'routes'), 'note=x queue xq\n* queue all\n');
-    const loaded = loadRules({ configDir: dir });
-    assert.equal(loaded.rules.length, 1);
-    assert.deepEqual(
-      loaded.problems.map((p) => `${p.file}:${p.line}`),
-      [`${path.join(dir, 'rcpt_regexp')}:2`],
-    );
-    assert.deepEqual(
-      loaded.routes.map((r) => r.destination.queue),
-      ['xq', 'all'],
-    );
-    assert.equal(loaded.sources.routes, path.join(dir, 'routes'));
-  });
-
-  test('a bad routes file is a ConfigError with file:line', () => {
-    const dir = workdir();
-    fs.writeFileSync(path.join(dir, 'routes'), '* queue a\nnote=x queue b\n');
-    assert.throws(
-      () => loadRules({ configDir: dir }),
-      (err: unknown) => err instanceof ConfigError && err.where === `${path.join(dir, 'routes')}:2`,
-    );
-  });
-
-  test('an unreadable file is a ConfigError naming it', () => {
-    for (const name of ['rcpt_regexp', 'routes']) {
-      const dir = workdir();
-      fs.mkdirSync(path.join(dir, name));
-      assert.throws(
-        () => loadRules({ configDir: dir }),
-        (err: unknown) => err instanceof ConfigError && err.where === path.join(dir, name) && /cannot read/.test(err.reason),
-      );
-    }
-  });
-
-  test('the shipped config/ loads: the old trap rules, default routes; the routes example is valid', () => {
-    const root = repoRoot();
-    const loaded = loadRules({ configDir: path.join(root, 'config') });
-    assert.equal(loaded.rules.length, 3);
-    assert.deepEqual(loaded.problems, []);
-    const example = path.join(root, 'config', 'routes.example');
-    const dir = workdir();
-    fs.copyFileSync(example, path.join(dir, 'routes'));
-    const routes = loadRules({ configDir: dir }).routes;
-    assert.deepEqual(
-      routes.map((r) => r.destination.queue),
-      ['hamincoming', 'forward-127.0.0.1-10025', 'incoming'],
-    );
   });
 });

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { translatePerlRegex } from '../src/config/rcpt-regexp';
+import { translatePerlRegex } from '../src/config/perl-regex';
 
 function re(perl: string): RegExp {
   const t = translatePerlRegex(perl);

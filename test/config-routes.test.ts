@@ -7,13 +7,13 @@ import { describe, test } from 'node:test';
 import { ConfigError } from '../src/errors';
 import {
   DEFAULT_ROUTES,
-  forwardQueueName,
   parseForwardUrl,
   parseRoutes,
   routeRecipient,
   splitByDestination,
   type Destination,
 } from '../src/config/routes';
+import { forwardQueueName } from '../src/spool-layout';
 
 const EXAMPLE = `# routes
 note=ham                     queue hamincoming

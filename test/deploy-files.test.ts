@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { repoRoot } from './helpers/daemon';
-import { loadRules } from '../src/config/env';
+import { loadConfigDir } from '../src/config/config-dir';
 
 const ROOT = repoRoot();
 const UNIT = path.join(ROOT, 'deploy', 'systemd', 'spamtrapd.service');
@@ -208,7 +208,7 @@ describe('Kubernetes manifests', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spamtrapd-cm-'));
     try {
       for (const [name, text] of Object.entries(cm.data as Record<string, string>)) fs.writeFileSync(path.join(dir, name), text);
-      const loaded = loadRules({ configDir: dir });
+      const loaded = loadConfigDir(dir);
       assert.deepEqual(loaded.problems, []);
       assert.ok(loaded.rules.length >= 1);
       assert.ok(loaded.routes.length >= 1);

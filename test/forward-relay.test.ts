@@ -11,7 +11,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
-import { forwardQueueName, parseForwardUrl } from '../src/config/routes';
+import { parseForwardUrl } from '../src/config/routes';
+import { forwardQueueName } from '../src/spool-layout';
+import { readRunningConfig } from '../src/config/running-config';
 import { DirQueueReader, DirQueueWriter, type Job } from '../src/dirqueue';
 import { backoffMs, destinationOfQueue, ForwardRelay, reinjectDeadLetters, RelayStateStore, type ForwardRelayOptions, type JobState } from '../src/forward';
 import { createLogger } from '../src/log';
@@ -561,26 +563,26 @@ describe('relay processes killed at the worst moments', () => {
     await exited(b.child);
   });
 
-  test('workers/relay.js: config from the environment, metrics over IPC, trap:shutdown exits 0, SIGHUP ignored', async () => {
+  test('workers/relay.js: config from the primary, metrics over IPC, trap:shutdown exits 0, SIGHUP ignored', async () => {
     const rx = await receiver();
     const spool = makeSpool();
     const q = forwardQueueName('127.0.0.1', rx.port);
     await enqueue(spool, q, storedMessage('entry'), { mail_from: 'x@bad.example', rcpt_to: 'root@victim.example' });
-    const cwd = makeSpool(); // no .env here
+    const cwd = makeSpool(); // no .env here, and no config/ is read by the relay itself
+    // What the primary hands over when the relay says hello.
+    const { config } = readRunningConfig(
+      { SPOOL_DIR: spool, CONFIG_DIR: cwd, METRICS_PUSH_INTERVAL_MS: '50', FORWARD_RETRY_BASE_MS: '100', ME: 'trap.test', LOG_LEVEL: 'info' },
+      { cwd },
+    );
     const child = fork(path.join(repoRoot(), path.relative(repoRoot(), path.join(__dirname, '..', 'workers', 'relay.js'))), [], {
       cwd,
-      env: {
-        PATH: process.env['PATH'] ?? '',
-        SPOOL_DIR: spool,
-        SPAMTRAPD_SLOT: 'relay',
-        METRICS_PUSH_INTERVAL_MS: '50',
-        FORWARD_RETRY_BASE_MS: '100',
-        ME: 'trap.test',
-        LOG_LEVEL: 'info',
-      },
+      env: { PATH: process.env['PATH'] ?? '', SPAMTRAPD_SLOT: 'relay' },
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     });
     children.push(child);
+    child.on('message', (msg: { type?: string }) => {
+      if (msg.type === 'worker:hello') child.send({ type: 'trap:config', config });
+    });
     let err = '';
     child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
     let delivered = 0;

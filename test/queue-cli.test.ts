@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DirQueueWriter } from '../src/dirqueue';
-import { runQueueCommand, type QueueCliIo } from '../src/queue-cli';
+import { runQueueCommand, type QueueCliIo } from '../src/cli/queue';
 import { builtRoot, startDaemon, type Daemon } from './helpers/daemon';
 import { sendMail } from './helpers/smtp-client';
 

@@ -1,7 +1,5 @@
 // Entry point of an acceptor process (forked by the primary through node:cluster).
-import { runAcceptor } from '../src/acceptor';
+import { runAcceptor } from '../src/acceptor/main';
+import { runMain } from '../src/process-main';
 
-runAcceptor().catch((err: Error) => {
-  process.stderr.write(`spamtrapd acceptor ${process.pid}: fatal: ${err.stack ?? err.message}\n`);
-  process.exit(1);
-});
+runMain('acceptor', runAcceptor);

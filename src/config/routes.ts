@@ -11,7 +11,8 @@
  */
 import { isIPv6 } from 'node:net';
 import { ConfigError } from '../errors';
-import { translatePerlRegex } from './rcpt-regexp';
+import { forwardQueueName, queueNameProblem } from '../spool-layout';
+import { translatePerlRegex } from './perl-regex';
 
 export type Destination =
   | { readonly kind: 'queue'; readonly queue: string }
@@ -36,12 +37,6 @@ export interface RoutedRecipient {
   readonly note: string | null;
 }
 
-/** Queue names the trap uses itself; `forward-*` names are derived from forward destinations. */
-export const DEADLETTER_QUEUE = 'deadletter';
-/** Queue names become directory names under the spool: nothing that could climb out of it. */
-export const QUEUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-/** A queue is a directory; leave room for the spool's own suffixes. */
-const MAX_QUEUE_NAME = 100;
 const DEFAULT_SMTP_PORT = 25;
 
 /** The file name used in DEFAULT_ROUTES' `file` field. */
@@ -68,24 +63,6 @@ export const DEFAULT_ROUTES: readonly Route[] = Object.freeze([
     text: '* queue incoming',
   }),
 ]);
-
-/** Why NAME cannot be a `queue` destination, or null when it can. */
-export function queueNameProblem(name: string): string | null {
-  if (!QUEUE_NAME.test(name)) {
-    return `bad queue name ${JSON.stringify(name)}: use letters, digits, '.', '_' and '-', starting with a letter or digit`;
-  }
-  if (name.length > MAX_QUEUE_NAME) return `queue name longer than ${MAX_QUEUE_NAME} characters`;
-  const lower = name.toLowerCase();
-  // Case-insensitively, so the names stay distinct on case-insensitive file systems too.
-  if (lower === DEADLETTER_QUEUE) return `queue name ${name} is reserved for messages that could not be forwarded`;
-  if (lower.startsWith('forward-')) return `queue names starting with forward- are reserved for forward destinations`;
-  return null;
-}
-
-/** The spool queue that holds a forward destination's messages: `forward-HOST-PORT`, made file-name safe. */
-export function forwardQueueName(host: string, port: number): string {
-  return `forward-${host}-${port}`.replace(/[^A-Za-z0-9._-]/g, '_');
-}
 
 function isHostname(h: string): boolean {
   if (h.length === 0 || h.length > 253) return false;

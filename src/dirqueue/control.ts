@@ -117,3 +117,16 @@ export function parseControl(buf: Buffer): ParsedControl {
   }
   return out;
 }
+
+/**
+ * Metadata copied from one job into a new one (dead letters, split retries): keys IPC::DirQueue would refuse are
+ * dropped and NUL/newline in values become spaces, so the copy can never fail validation half-way.
+ */
+export function sanitizeMetadata(meta: Record<string, string>): Metadata {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(meta)) {
+    if (metadatumProblem(Buffer.from(k, 'utf8'), Buffer.alloc(0))) continue;
+    out[k] = v.replace(/[\0\n]/g, ' ');
+  }
+  return out;
+}

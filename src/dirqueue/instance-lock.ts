@@ -7,6 +7,8 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import lockfile from 'proper-lockfile';
+import { processExists } from '../pid';
+import { EXIT_LOCK_LOST } from '../exit-codes';
 
 export const LOCK_NAME = '.spamtrapd.lock';
 export const PID_FILE_NAME = '.spamtrapd.lock.pid';
@@ -38,7 +40,7 @@ export class SpoolLockedError extends Error {
 function defaultOnCompromised(spoolDir: string): (err: Error) => void {
   return (err) => {
     process.stderr.write(`spamtrapd: lost the lock on spool ${spoolDir}: ${err.message}; exiting\n`);
-    process.exit(70);
+    process.exit(EXIT_LOCK_LOST);
   };
 }
 
@@ -57,13 +59,7 @@ function describeHolder(h: { pid: number; host: string } | null): string | null 
 
 /** The holder is provably gone: it ran on this host and its pid no longer exists. */
 function holderIsDead(h: { pid: number; host: string } | null): boolean {
-  if (!h || h.host !== os.hostname()) return false;
-  try {
-    process.kill(h.pid, 0);
-    return false;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ESRCH';
-  }
+  return !!h && h.host === os.hostname() && !processExists(h.pid);
 }
 
 /** Resolves to release(); rejects with SpoolLockedError while another live instance holds the spool. */

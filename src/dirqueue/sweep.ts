@@ -1,7 +1,9 @@
 /**
  * Removes the tmp/ leftovers of writers that died mid-enqueue (IPC::DirQueue never cleans tmp/). Only files named
- * by our writer (`NAME0.spamtrapd.HOST.PID.SEQ.data|ctrl`), from this host, whose pid is gone and that are older than
- * minAgeMs are touched; consumers' `*.active` lock files and Perl writers' files never match that name.
+ * by our writer (`NAME0.spamtrapd.HOST.PID.SEQ.data|ctrl`), from this host, whose pid is gone are touched; consumers'
+ * `*.active` lock files and Perl writers' files never match that name. A file must also be older than minAgeMs,
+ * unless its pid is one the caller saw exit (the primary forked every writer and saw each die): the age guard is for
+ * pids nobody here knows (a writer in another pid namespace, a clock step).
  *
  * Classification of one job's pair (the writer unlinks the tmp data name before the ctrl name):
  * - ctrl with 2 links: the control file is in queue/, the job is committed: unlink the tmp names only;
@@ -13,12 +15,15 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { processExists } from '../pid';
 import { dataLocation, encodeHostForTmp, parseTmpName, TmpName } from './names';
 
 export interface SweepOptions {
   hostname?: string;
   /** Files younger than this are left alone even if their pid looks dead (pid namespaces, clock skew). */
   minAgeMs?: number;
+  /** Pids the caller saw exit: their files need no age. A pid that is alive again (reused) is still left alone. */
+  knownDead?: ReadonlySet<number>;
   log?: (msg: string) => void;
 }
 
@@ -47,17 +52,6 @@ function emptySummary(): SweepSummary {
 
 function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
-}
-
-/** Alive unless kill(0) says ESRCH: EPERM means a process (someone else's) has that pid, so we keep its files. */
-export function pidAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return errCode(e) !== 'ESRCH';
-  }
 }
 
 async function listDir(dir: string): Promise<string[]> {
@@ -89,8 +83,8 @@ export async function sweepTmp(dir: string, opts: SweepOptions = {}): Promise<Sw
     } catch {
       continue;
     }
-    const young = Date.now() - Number(st.mtimeMs) < minAgeMs;
-    if (t.host !== myHost || young || pidAlive(t.pid)) {
+    const young = Date.now() - Number(st.mtimeMs) < minAgeMs && !opts.knownDead?.has(t.pid);
+    if (t.host !== myHost || young || processExists(t.pid)) {
       summary.kept++;
       keep.add(key);
       continue;

@@ -110,10 +110,20 @@ export interface MetricsAggregatorOptions {
   primaryProcessMetrics?: boolean;
   /** Wall clock in ms; tests pin it. */
   now?: () => number;
+  /**
+   * Acceptors up, for `spamtrapd_workers`. The daemon gives its health view (listening and answering); without it,
+   * processes started and not yet exited are counted.
+   */
+  workersUp?: () => number;
 }
 
 export interface HealthInfo {
   workersUp: number;
+  /** Default: workersUp > 0. */
+  ok?: boolean;
+  workersExpected?: number;
+  /** Why not ok, one line each. */
+  reasons?: readonly string[];
 }
 
 export class MetricsAggregator {
@@ -135,10 +145,10 @@ export class MetricsAggregator {
     });
     new client.Gauge({
       name: SERIES.workers,
-      help: 'SMTP worker processes running (started and not yet exited).',
+      help: 'SMTP acceptors up: listening and heard from within the last few seconds (the same count as /healthz).',
       registers: [this.registry],
       collect() {
-        this.set(self.health().workersUp);
+        this.set(opts.workersUp ? opts.workersUp() : self.health().workersUp);
       },
     });
     new client.Gauge({
@@ -319,7 +329,7 @@ export interface MetricsServerOptions {
   host: string;
   port: number;
   aggregator: MetricsAggregator;
-  /** Default: aggregator.health(). 503 when workersUp is 0. */
+  /** Default: aggregator.health(). 503 when not ok (by default: when workersUp is 0). */
   health?: () => HealthInfo;
 }
 
@@ -346,14 +356,17 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
       res.end(req.method === 'HEAD' ? undefined : body);
     };
     if (pathname === '/healthz') {
-      let up = 0;
+      let h: HealthInfo;
       try {
-        up = health().workersUp;
-      } catch {
-        up = 0;
+        h = health();
+      } catch (err) {
+        h = { workersUp: 0, ok: false, reasons: [`health check failed: ${String(err)}`] };
       }
-      const status = up > 0 ? 200 : 503;
-      reply(status, 'text/plain; charset=utf-8', `${up > 0 ? 'ok' : 'unavailable'}\nworkers_up ${up}\n`);
+      const ok = h.ok ?? h.workersUp > 0;
+      let body = `${ok ? 'ok' : 'unavailable'}\nworkers_up ${h.workersUp}\n`;
+      if (h.workersExpected !== undefined) body += `workers_expected ${h.workersExpected}\n`;
+      for (const r of h.reasons ?? []) body += `${r}\n`;
+      reply(ok ? 200 : 503, 'text/plain; charset=utf-8', body);
       return;
     }
     opts.aggregator.metrics().then(

@@ -6,10 +6,10 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import type { TrapConfig } from './config/env';
-import { DirQueueReader, findQueueDirs, type Job } from './dirqueue';
-import { reinjectDeadLetters } from './forward';
-import { QUEUE_NAME } from './config/routes';
+import type { TrapConfig } from '../config/env';
+import { DirQueueReader, findQueueDirs, type Job } from '../dirqueue';
+import { reinjectDeadLetters } from '../forward';
+import { DEADLETTER_QUEUE, FORWARD_QUEUE_PREFIX, QUEUE_NAME } from '../spool-layout';
 
 const USAGE = `usage: spamtrapd queue <command> [options]
 
@@ -155,8 +155,8 @@ export async function runQueueCommand(
       }
       case 'reinject': {
         if (args.length > 2) throw new UsageError('reinject takes [FORWARD_QUEUE] [JOB_ID]');
-        if (args[0] !== undefined && !args[0].startsWith('forward-')) throw new UsageError(`not a forward queue: ${JSON.stringify(args[0])}`);
-        await fs.access(path.join(spool, 'deadletter'));
+        if (args[0] !== undefined && !args[0].startsWith(FORWARD_QUEUE_PREFIX)) throw new UsageError(`not a forward queue: ${JSON.stringify(args[0])}`);
+        await fs.access(path.join(spool, DEADLETTER_QUEUE));
         const ids = await reinjectDeadLetters(spool, { queue: args[0], jobId: args[1] });
         print(`re-injected ${ids.length} dead letter(s)\n${ids.map((id) => `${id}\n`).join('')}`, { reinjected: ids });
         return 0;

@@ -2,52 +2,51 @@
  * One SMTP acceptor: a cluster worker that owns a share of the connections on the trap's port. Rules are
  * re-read on the primary's say (SIGHUP), and SIGTERM drains: sessions in DATA finish, others get 421.
  */
-import { loadConfig, loadRules, type TrapConfig } from './config/env';
-import { createLogger } from './log';
-import { startWorkerMetrics } from './metrics';
-import { createObserver } from './metrics/observer';
-import { Spool } from './spool';
-import { TrapServer, type TrapConnection } from './smtp/overrides';
-import { createReverseLookup } from './smtp/rdns';
-import { createSessionHandlers, type RuleSet } from './smtp/session';
-import { loadTlsMaterial } from './smtp/tls';
-import { dropPrivileges, runAsFromEnv } from './privileges';
-import { VERSION } from './version';
-import type { WorkerToPrimary } from './ipc';
-import { exitAfterFinalPush, onPrimarySignals } from './worker-process';
+import { rulesOf, type RunningConfig } from '../config/running-config';
+import type { WorkerToPrimary } from '../ipc';
+import { createLogger, type Logger } from '../log';
+import { startWorkerMetrics } from '../metrics';
+import { createObserver } from '../metrics/observer';
+import { dropPrivileges, runAsFromEnv } from '../privileges';
+import { TrapServer, type TrapConnection } from '../smtp/overrides';
+import { createReverseLookup } from '../smtp/rdns';
+import { createSessionHandlers, type RuleSet } from '../smtp/session';
+import { loadTlsMaterial } from '../smtp/tls';
+import { Spool } from '../spool';
+import { VERSION } from '../version';
+import { connectToPrimary, exitAfterFinalPush } from '../worker-process';
 
-/** Skipped rcpt_regexp lines are the primary's to report: it reads config/ before every start and reload. */
-function readRuleSet(cfg: TrapConfig): RuleSet {
-  const loaded = loadRules(cfg);
-  return { rules: loaded.rules, routes: loaded.routes, defaultCode: cfg.rcptDefault };
+/** Rules and routes from the text the primary handed over; skipped rcpt_regexp lines are the primary's to report. */
+function ruleSetOf(config: RunningConfig): RuleSet {
+  const loaded = rulesOf(config);
+  return { rules: loaded.rules, routes: loaded.routes, defaultCode: config.settings.rcptDefault };
 }
 
 export async function runAcceptor(): Promise<void> {
-  const cfg = loadConfig();
   const slot = Number(process.env.SPAMTRAPD_SLOT ?? '0');
-  const log = createLogger(cfg.logLevel, { proc: `acceptor${slot}`, pid: process.pid });
-  let ruleSet = readRuleSet(cfg);
+  // Both arrive with the configuration; a reload can only come after it.
+  let log!: Logger;
+  let ruleSet!: RuleSet;
   let accepting = true;
   let inFlight = 0;
   // Listening for the primary before anything slow (TLS, listen): a shutdown that arrives while this acceptor
   // starts is remembered and carried out once it listens, instead of being dropped.
   let drain: ((why: string) => void) | null = null;
   let stopRequested: string | null = null;
-  onPrimarySignals({
+  const { config } = await connectToPrimary({
     shutdown(why) {
       accepting = false;
       if (drain) drain(why);
       else stopRequested = why;
     },
-    reload() {
-      try {
-        ruleSet = readRuleSet(cfg);
-        log.info('reloaded', { rules: ruleSet.rules.length, routes: ruleSet.routes.length });
-      } catch (err) {
-        log.error('reload_failed', { error: (err as Error).message, kept: 'previous rules' });
-      }
+    reload(next) {
+      ruleSet = ruleSetOf(next);
+      log.info('reloaded', { rules: ruleSet.rules.length, routes: ruleSet.routes.length });
     },
   });
+  const cfg = config.settings;
+  log = createLogger(cfg.logLevel, { proc: `acceptor${slot}`, pid: process.pid });
+  ruleSet = ruleSetOf(config);
 
   const metrics = startWorkerMetrics({ slot, intervalMs: cfg.metricsPushIntervalMs });
   const observer = createObserver(metrics);
