@@ -232,6 +232,13 @@ pids_of_daemons() { # pids_of_daemons: "PID:NAME" of every running process named
   done
 }
 
+process_alive() { # process_alive PID: running, not a zombie waiting for its parent
+  local stat state
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  state=${stat##*) }
+  [ "${state%% *}" != Z ]
+}
+
 stop_daemons_started_since() { # stop_daemons_started_since "PID:NAME lines from before the install"
   local before=$1 entry pid left=() waited
   while IFS= read -r entry; do
@@ -247,10 +254,10 @@ stop_daemons_started_since() { # stop_daemons_started_since "PID:NAME lines from
   done <<<"$(pids_of_daemons)"
   for pid in "${left[@]}"; do
     for waited in 1 2 3 4 5 6 7 8 9 10; do
-      kill -0 "$pid" 2>/dev/null || break
+      process_alive "$pid" || break
       sleep 0.5
     done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    if process_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
   done
 }
 
