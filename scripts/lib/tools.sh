@@ -235,20 +235,36 @@ pids_of_daemons() { # pids_of_daemons: "PID:NAME" of every running process named
 process_alive() { # process_alive PID: running, not a zombie waiting for its parent
   local stat state
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  state=${stat##*) }
-  [ "${state%% *}" != Z ]
+  read -r state _ <<<"${stat##*) }"
+  [ "$state" != Z ]
 }
 
+parent_of() { # parent_of PID
+  local stat ppid
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  read -r _ ppid _ <<<"${stat##*) }"
+  printf '%s\n' "$ppid"
+}
+
+# A service's daemon is run or adopted by init; a haproxy that some test started meanwhile is its child instead.
+SERVICE_PARENT_PID=1
+
 stop_daemons_started_since() { # stop_daemons_started_since "PID:NAME lines from before the install"
-  local before=$1 entry pid left=() waited
+  local before=$1 entry pid name parent left=() waited
   while IFS= read -r entry; do
     [ -n "$entry" ] || continue
+    pid=${entry%%:*}
+    name=${entry#*:}
     if grep -qxF -- "$entry" <<<"$before"; then
-      complain "note: ${entry#*:} (pid ${entry%%:*}) was running before this install; not ours to stop"
+      complain "note: $name (pid $pid) was running before this install; not ours to stop"
       continue
     fi
-    pid=${entry%%:*}
-    complain "${entry#*:} (pid $pid) started during the install despite policy-rc.d: stopping it"
+    parent=$(parent_of "$pid") || continue
+    if [ "$parent" != "$SERVICE_PARENT_PID" ]; then
+      complain "note: $name (pid $pid) started meanwhile as a child of pid $parent, not as a service; not ours to stop"
+      continue
+    fi
+    complain "$name (pid $pid) started as a service during the install despite policy-rc.d: stopping it"
     kill "$pid" 2>/dev/null || true
     left+=("$pid")
   done <<<"$(pids_of_daemons)"
