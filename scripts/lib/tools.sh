@@ -369,7 +369,7 @@ resolve_and_install_tools() { # resolve_and_install_tools "$@" of the calling sc
     case $1 in
       --plan) plan=1 ;;
       -h | --help) usage; return 0 ;;
-      -*) usage >&2; exit 2 ;;
+      -*) complain "unknown option $1"; usage >&2; exit 2 ;;
       *)
         if [ -z "${TOOL_HOW[$1]+set}" ]; then complain "unknown tool $1"; usage >&2; exit 2; fi
         selected+=("$1")
