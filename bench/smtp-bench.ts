@@ -156,12 +156,12 @@ interface Tools {
 function ensureTools(root: string): Tools {
   const bin = path.join(root, '.tools', 'bin');
   const tools = { source: path.join(bin, 'smtp-source'), sink: path.join(bin, 'smtp-sink') };
-  if (!fs.existsSync(tools.source) || !fs.existsSync(tools.sink)) {
-    say('installing smtp-source/smtp-sink: bash scripts/install-test-deps.sh');
-    const r = spawnSync('bash', [path.join(root, 'scripts', 'install-test-deps.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
-    if (r.status !== 0 || !fs.existsSync(tools.source) || !fs.existsSync(tools.sink)) {
-      throw new Error('scripts/install-test-deps.sh could not install smtp-source/smtp-sink (it needs root and apt-get)');
-    }
+  // Always run: the script keeps working copies (about a second) and repairs a stale .tools/bin entry, which a
+  // mere existence check would take for installed.
+  const script = path.join(root, 'scripts', 'install-test-deps.sh');
+  const r = spawnSync('bash', [script, 'smtp-source', 'smtp-sink'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) {
+    throw new Error('scripts/install-test-deps.sh could not provide smtp-source/smtp-sink (installing needs root and apt-get)');
   }
   return tools;
 }

@@ -1,53 +1,35 @@
 #!/usr/bin/env bash
-# Installs the external programs the test suite and benchmarks drive, without starting any daemon:
-#   - Postfix's smtp-source / smtp-sink (real SMTP flood client and reference sink)
-#   - promtool (lints a live metrics exposition)
-#   - swaks (a real SMTP test client)
-# Postfix and Prometheus are unpacked with dpkg -x into .tools/ so no MTA or Prometheus server is ever started.
-# Idempotent: a second run with everything present does nothing.
+# Makes .tools/bin/NAME a working copy of each external program the test suite and benchmarks drive, without
+# starting any daemon (resolution order and --plan: scripts/lib/tools.sh):
+#   - smtp-source / smtp-sink: Postfix's real SMTP flood client and reference sink
+#   - promtool: lints a live metrics exposition
+#   - swaks: a real SMTP test client
+#   - haproxy, rbldnsd, dig: a PROXY-protocol front, a DNSBL server and a DNS client for later tests
+# Usage: bash scripts/install-test-deps.sh [--plan] [TOOL...]
+# Idempotent: with everything present it neither updates apt nor installs anything. Exit status is 0 only when
+# every tool runs; otherwise the message names each one that does not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TOOLS="$PWD/.tools"
-mkdir -p "$TOOLS"
+# shellcheck source=lib/tools.sh
+source scripts/lib/tools.sh
 
-have() { [ -x "$TOOLS/bin/$1" ] || command -v "$1" >/dev/null 2>&1; }
+# How each is installed when no working copy is found:
+# - Postfix and Prometheus are unpacked with dpkg -x: installing them would start an MTA or a Prometheus server.
+#   smtp-source/smtp-sink need Postfix's private libraries (usr/lib/postfix), hence a wrapper; promtool is static.
+# - rbldnsd is unpacked too: it links only libc, zlib and libsystemd, which dpkg and apt themselves need, so they
+#   are on every bookworm that can run this script; unpacking runs no maintainer script, so no rbldns user, no
+#   enabled unit and no daemon to stop.
+# - haproxy is apt-get installed with service starts denied: it links liblua5.3, libopentracing-c-wrapper and
+#   libssl3, which a minimal bookworm lacks (ldd on the unpacked binary), and apt resolves them.
+# - dig (bind9-dnsutils) needs a dozen libraries a minimal bookworm lacks (bind9-libs, libuv, libjemalloc, ...);
+#   the package has no daemon. swaks is a Perl script with Perl module dependencies, also no daemon.
+define_tool smtp-source unpack postfix '' usage usr/sbin/smtp-source usr/lib/postfix
+define_tool smtp-sink unpack postfix '' usage usr/sbin/smtp-sink usr/lib/postfix
+define_tool promtool unpack prometheus --version promtool usr/bin/promtool
+define_tool swaks apt swaks --version swaks
+define_tool haproxy apt haproxy -v haproxy
+define_tool rbldnsd unpack rbldnsd -h rbldnsd usr/sbin/rbldnsd
+define_tool dig apt bind9-dnsutils -v dig
+DAEMON_NAMES=(haproxy rbldnsd)
 
-apt_updated=0
-apt_update_once() {
-  if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
-}
-
-extract_deb() { # extract_deb PACKAGE: unpack a Debian package into .tools/root without installing it
-  local pkg=$1 dl
-  dl=$(mktemp -d)
-  apt_update_once
-  chmod 755 "$dl" # apt's _apt user downloads into it
-  (cd "$dl" && apt-get download -qq "$pkg")
-  dpkg -x "$dl"/"$pkg"_*.deb "$TOOLS/root"
-  rm -rf "$dl"
-}
-
-mkdir -p "$TOOLS/bin" "$TOOLS/root"
-if [ ! -x "$TOOLS/bin/smtp-source" ] || [ ! -x "$TOOLS/bin/smtp-sink" ]; then
-  # smtp-source/smtp-sink link only against libraries postfix itself ships plus common system ones.
-  extract_deb postfix
-  # Postfix's private shared libraries live in /usr/lib/postfix; the wrapper sets LD_LIBRARY_PATH for them.
-  for b in smtp-source smtp-sink; do
-    cat > "$TOOLS/bin/$b" <<WRAP
-#!/bin/sh
-LD_LIBRARY_PATH="$TOOLS/root/usr/lib/postfix\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$TOOLS/root/usr/sbin/$b" "\$@"
-WRAP
-    chmod +x "$TOOLS/bin/$b"
-  done
-fi
-if ! have promtool; then
-  extract_deb prometheus
-  ln -sf "$TOOLS/root/usr/bin/promtool" "$TOOLS/bin/promtool"
-fi
-if ! command -v swaks >/dev/null 2>&1; then
-  apt_update_once
-  apt-get install -y -qq --no-install-recommends swaks >/dev/null
-fi
-{ "$TOOLS/bin/smtp-source" 2>&1 || true; } | grep -q usage || { echo "smtp-source does not run" >&2; exit 1; }
-"$TOOLS/bin/promtool" --version >/dev/null
-echo "test tools ready in $TOOLS/bin"
+resolve_and_install_tools "$@"

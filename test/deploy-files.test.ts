@@ -69,11 +69,13 @@ describe('systemd unit', () => {
     assert.match(one('Service.ExecStart'), /dist\/workers\/cli\.js start$/);
   });
 
-  const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' });
+  // Where scripts/install-container-tools.sh puts it, whether it came from PATH or from apt.
+  const systemdAnalyze = path.join(ROOT, '.tools', 'bin', 'systemd-analyze');
+  const analyze = spawnSync(systemdAnalyze, ['--version'], { encoding: 'utf8' });
   const why =
     analyze.status === 0
       ? false
-      : 'systemd-analyze is not installed (Debian package systemd; scripts/install-container-tools.sh installs it)';
+      : `${systemdAnalyze} does not run (Debian package systemd; scripts/install-container-tools.sh installs it)`;
   // CI runs scripts/install-container-tools.sh first, which installs systemd: there a missing tool is a failure.
   if (why && process.env.CI) throw new Error(`CI must verify the unit: ${why}`);
   if (why) console.log(`deploy-files: skipped systemd-analyze verify: ${why}`);
@@ -84,7 +86,7 @@ describe('systemd unit', () => {
     try {
       const copy = path.join(dir, 'spamtrapd.service');
       fs.writeFileSync(copy, fs.existsSync('/usr/bin/node') ? text : text.replace('/usr/bin/node ', `${process.execPath} `));
-      const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8', timeout: 30_000 });
+      const r = spawnSync(systemdAnalyze, ['verify', copy], { encoding: 'utf8', timeout: 30_000 });
       // Unknown keys and bad values are only warnings (exit 0): any output at all is a failure.
       assert.equal(r.status, 0, r.stderr);
       assert.equal((r.stdout + r.stderr).trim(), '');
@@ -98,7 +100,7 @@ describe('systemd unit', () => {
     try {
       const copy = path.join(dir, 'spamtrapd.service');
       fs.writeFileSync(copy, text.replace('KillMode=mixed', 'KillMode=bogus'));
-      const r = spawnSync('systemd-analyze', ['verify', copy], { encoding: 'utf8', timeout: 30_000 });
+      const r = spawnSync(systemdAnalyze, ['verify', copy], { encoding: 'utf8', timeout: 30_000 });
       assert.match(r.stdout + r.stderr, /kill mode/i);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

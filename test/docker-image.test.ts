@@ -19,12 +19,13 @@ import { parseControl } from '../src/dirqueue';
 const ROOT = repoRoot();
 const SCRIPT = path.join(ROOT, 'test', 'container', 'build-and-run.sh');
 const INSTALL = path.join(ROOT, 'scripts', 'install-container-tools.sh');
+// Where scripts/install-container-tools.sh puts each tool, whether it came from PATH or from apt.
+const TOOLS_BIN = path.join(ROOT, '.tools', 'bin');
+const PODMAN = path.join(TOOLS_BIN, 'podman');
 const TAG = `localhost/spamtrapd:test-${process.pid}`;
 
 function toolsReady(): boolean {
-  return ['podman', 'mmdebstrap', 'unshare'].every(
-    (t) => spawnSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' }).status === 0,
-  );
+  return ['podman', 'mmdebstrap', 'unshare'].every((t) => fs.existsSync(path.join(TOOLS_BIN, t)));
 }
 
 /** Why the image cannot be built here, or null when it can (installing the tools if needed). */
@@ -122,11 +123,11 @@ describe('Dockerfile', { skip: skip ?? false, timeout: 300_000 }, () => {
     const name = running?.field('container');
     // The script removes its container on exit; this catches one it could not (killed, crashed).
     if (name) script(['rm', name], 60_000);
-    spawnSync('podman', ['rmi', '-f', TAG], { stdio: 'ignore', timeout: 60_000 });
+    spawnSync(PODMAN, ['rmi', '-f', TAG], { stdio: 'ignore', timeout: 60_000 });
   });
 
   it('declares HEALTHCHECK, a non-root USER, the ports, the spool VOLUME and metrics on all interfaces', () => {
-    const r = spawnSync('podman', ['image', 'inspect', TAG], { encoding: 'utf8' });
+    const r = spawnSync(PODMAN, ['image', 'inspect', TAG], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     const image = JSON.parse(r.stdout)[0];
     const cfg = image.Config;
@@ -146,11 +147,11 @@ describe('Dockerfile', { skip: skip ?? false, timeout: 300_000 }, () => {
   });
 
   it('ships production dependencies only', () => {
-    const c = spawnSync('podman', ['create', TAG], { encoding: 'utf8' });
+    const c = spawnSync(PODMAN, ['create', TAG], { encoding: 'utf8' });
     assert.equal(c.status, 0, c.stderr);
     const id = c.stdout.trim();
     try {
-      const m = spawnSync('podman', ['mount', id], { encoding: 'utf8' });
+      const m = spawnSync(PODMAN, ['mount', id], { encoding: 'utf8' });
       assert.equal(m.status, 0, m.stderr);
       const nm = path.join(m.stdout.trim(), 'app', 'node_modules');
       assert.ok(fs.existsSync(path.join(nm, 'smtp-server', 'package.json')), 'smtp-server installed');
@@ -159,8 +160,8 @@ describe('Dockerfile', { skip: skip ?? false, timeout: 300_000 }, () => {
       }
       assert.ok(fs.existsSync(path.join(m.stdout.trim(), 'app', 'dist', 'workers', 'cli.js')));
     } finally {
-      spawnSync('podman', ['umount', id], { stdio: 'ignore' });
-      spawnSync('podman', ['rm', '-f', '-v', id], { stdio: 'ignore' });
+      spawnSync(PODMAN, ['umount', id], { stdio: 'ignore' });
+      spawnSync(PODMAN, ['rm', '-f', '-v', id], { stdio: 'ignore' });
     }
   });
 
@@ -216,6 +217,6 @@ describe('Dockerfile', { skip: skip ?? false, timeout: 300_000 }, () => {
     assert.match(running.out, /info stopped proc=primary/);
     assert.match(running.out, /^exit: 0$/m);
     const name = running.field('container')!;
-    assert.notEqual(spawnSync('podman', ['container', 'exists', name]).status, 0, `${name} was not removed`);
+    assert.notEqual(spawnSync(PODMAN, ['container', 'exists', name]).status, 0, `${name} was not removed`);
   });
 });

@@ -16,6 +16,9 @@
 # would do, minus the namespaces the tests do not need.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# scripts/install-container-tools.sh puts the working podman, mmdebstrap and unshare in .tools/bin, which may
+# differ from the first on PATH.
+PATH="$ROOT/.tools/bin:$PATH"
 BASE=docker.io/library/node:20-slim
 DEFAULT_TAG=localhost/spamtrapd:test
 
