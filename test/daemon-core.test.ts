@@ -28,6 +28,7 @@ Literal@Trap.Test            DENY Literal match
 /^broken(\\@trap\\.test$/    OK this line is skipped
 /^unknowncode\\@/            MAYBE whatever
 /^nohost/                    DENY Checked only when the address has a user and a host
+/^idn\\@xn--bcher-kva\\.example$/  DENY Punycode as sent
 `;
 
 const routes = (mtaPort: number) => `note=ham                      queue hamincoming
@@ -135,6 +136,24 @@ describe('spamtrapd daemon', () => {
         c.close();
       }
     }
+  });
+
+  test('an xn-- domain reaches the rules, the Received header and the metadata as sent, as qpsmtpd saw it', async () => {
+    const c = await RawSmtp.connect(d.port);
+    try {
+      await c.read();
+      await c.cmd('EHLO bot.example');
+      await c.cmd('MAIL FROM:<s@xn--bcher-kva.example>');
+      assert.equal((await c.cmd('RCPT TO:<idn@xn--bcher-kva.example>')).raw, '550 Punycode as sent\r\n');
+    } finally {
+      c.close();
+    }
+    const { dataReply } = await sendMail(d.port, { from: '<s@xn--bcher-kva.example>', to: ['<other@xn--bcher-kva.example>'], data: 'Subject: idn\r\n\r\nx\r\n' });
+    assert.equal(dataReply?.code, 250, dataReply?.raw);
+    const [job] = await drain(d.spoolDir, 'incoming');
+    assert.equal(job.job.metadata.rcpt_to, 'other@xn--bcher-kva.example');
+    assert.equal(job.job.metadata.mail_from, 's@xn--bcher-kva.example');
+    assert.match(job.data.toString('latin1'), /MAIL_FROM=<s@xn--bcher-kva\.example>\s+RCPT_TO=<other@xn--bcher-kva\.example>/);
   });
 
   test('addresses without angle brackets work end to end', async () => {

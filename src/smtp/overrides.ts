@@ -75,6 +75,17 @@ export function bracketAddressCommand(command: string): string {
   return `${command.slice(0, colon + 1)}<${address}>${params}`;
 }
 
+/**
+ * The address of a bracketed `MAIL FROM:`/`RCPT TO:` command exactly as sent (a source route, which RFC 5321 says to
+ * ignore, left out as smtp-server does); null when the command has no `<...>` address.
+ */
+export function addressAsSent(command: string): string | null {
+  const colon = command.indexOf(':');
+  if (colon < 0) return null;
+  const m = /^<([^<>]*)>/.exec(command.slice(colon + 1).trim());
+  return m ? m[1].replace(/^@[^\s,:@]+(?:,@[^\s,:@]+)*:/, '') : null;
+}
+
 /** Reply text as printable ASCII: anything else (8-bit, U+FFFD from undecodable client bytes) becomes `?`. */
 export function asciiReply(text: string): string {
   return text.replace(/[^\x20-\x7e]/g, '?');
@@ -140,7 +151,9 @@ export class TrapConnection extends SMTPConnection {
   override _parseAddressCommand(rawName: string, rawCommand: Buffer | string) {
     const command = bracketAddressCommand(rawCommand.toString());
     const parsed = super._parseAddressCommand(rawName, command);
-    if (parsed || rawName.trim().toUpperCase() !== 'RCPT TO') return parsed;
+    // smtp-server turns an `xn--` domain into Unicode; qpsmtpd's rules matched the address as sent.
+    if (parsed) return { ...parsed, address: addressAsSent(command) ?? parsed.address };
+    if (rawName.trim().toUpperCase() !== 'RCPT TO') return parsed;
     // qpsmtpd takes a recipient without a user or host part (`<foo>`, `<@host>`) and lets the rules decline it;
     // smtp-server calls it a syntax error. Its parameters are still parsed by smtp-server, with a stand-in address.
     const m = /^([^:]*:\s*)<([^<>\s\x00-\x1f\x7f]+)>(.*)$/s.exec(command);
