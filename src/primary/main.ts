@@ -61,7 +61,13 @@ export async function runPrimary(env: NodeJS.ProcessEnv = process.env): Promise<
 
   logRules(loaded, log);
   // Generated here, once, so acceptors starting together never race to create it.
-  const tls = await loadTlsMaterial({ keyFile: cfg.tlsKeyFile, certFile: cfg.tlsCertFile, spoolDir: cfg.spoolDir, hostname: cfg.me });
+  const tls = await loadTlsMaterial({
+    keyFile: cfg.tlsKeyFile,
+    certFile: cfg.tlsCertFile,
+    spoolDir: cfg.spoolDir,
+    hostname: cfg.me,
+    onIncomplete: (aside) => log.warn('tls_incomplete_set_aside', { moved_to: aside, note: 'a key without its certificate (or the reverse); a new pair is generated' }),
+  });
   log.info('tls', { certificate: tls.source });
 
   const slots: Slot[] = [];

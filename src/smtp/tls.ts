@@ -2,6 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import selfsigned from 'selfsigned';
 import { ConfigError } from '../errors';
+import { TLS_DIR } from '../spool-layout';
 
 export interface TlsMaterial {
   key: Buffer;
@@ -20,6 +21,8 @@ export async function loadTlsMaterial(opts: {
   certFile: string | null;
   spoolDir: string;
   hostname: string;
+  /** Told when an incomplete SPOOL_DIR/.tls was set aside (its new name) before a fresh pair was made. */
+  onIncomplete?: (setAside: string) => void;
 }): Promise<TlsMaterial> {
   if (opts.keyFile && opts.certFile) {
     const [key, cert] = await Promise.all([
@@ -28,14 +31,19 @@ export async function loadTlsMaterial(opts: {
     ]);
     return { key, cert, source: opts.certFile };
   }
-  const dir = path.join(opts.spoolDir, '.tls');
+  const dir = path.join(opts.spoolDir, TLS_DIR);
   const keyPath = path.join(dir, 'key.pem');
   const certPath = path.join(dir, 'cert.pem');
-  try {
+  const existing = await readPair(keyPath, certPath);
+  if (existing === 'complete') {
     const [key, cert] = await Promise.all([fs.readFile(keyPath), fs.readFile(certPath)]);
     return { key, cert, source: certPath };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (existing === 'incomplete') {
+    // Left by an older version that died between its two files: set aside for the operator, never used.
+    const aside = `${dir}.incomplete-${Date.now()}`;
+    await fs.rename(dir, aside);
+    opts.onIncomplete?.(aside);
   }
   const pems = await selfsigned.generate([{ name: 'commonName', value: opts.hostname }], {
     keySize: 2048,
@@ -43,22 +51,41 @@ export async function loadTlsMaterial(opts: {
     algorithm: 'sha256',
     extensions: [{ name: 'subjectAltName', altNames: [{ type: 2, value: opts.hostname }] }],
   });
-  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-  // Write then link, so two processes generating at once never leave a key that does not match its cert.
-  const tmpKey = `${keyPath}.${process.pid}`;
-  const tmpCert = `${certPath}.${process.pid}`;
-  await fs.writeFile(tmpKey, pems.private, { mode: 0o600 });
-  await fs.writeFile(tmpCert, pems.cert, { mode: 0o644 });
+  // Both files are written into a directory of their own that becomes SPOOL_DIR/.tls by one rename: a crash at
+  // any point leaves either no .tls or a complete one, never a key without its certificate.
+  const staging = await fs.mkdtemp(`${dir}.new-`);
   try {
-    await fs.link(tmpKey, keyPath);
-    await fs.link(tmpCert, certPath);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    await fs.chmod(staging, 0o700);
+    await fs.writeFile(path.join(staging, 'key.pem'), pems.private, { mode: 0o600 });
+    await fs.writeFile(path.join(staging, 'cert.pem'), pems.cert, { mode: 0o644 });
+    try {
+      await fs.rename(staging, dir);
+    } catch (err) {
+      // Another process made it first: its pair is as good as ours.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
+    }
   } finally {
-    await Promise.all([fs.rm(tmpKey, { force: true }), fs.rm(tmpCert, { force: true })]);
+    await fs.rm(staging, { recursive: true, force: true });
   }
   const [key, cert] = await Promise.all([fs.readFile(keyPath), fs.readFile(certPath)]);
   return { key, cert, source: `${certPath} (generated)` };
+}
+
+/** Whether the generated pair is there: both files, neither (no .tls yet), or only one of them. */
+async function readPair(keyPath: string, certPath: string): Promise<'complete' | 'absent' | 'incomplete'> {
+  const exists = async (p: string) =>
+    fs.access(p).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return false;
+        throw err;
+      },
+    );
+  const [k, c] = await Promise.all([exists(keyPath), exists(certPath)]);
+  if (k && c) return 'complete';
+  if (!k && !c) return (await exists(path.dirname(keyPath))) ? 'incomplete' : 'absent';
+  return 'incomplete';
 }
 
 async function readOrExplain(file: string, variable: string): Promise<Buffer> {
