@@ -228,4 +228,31 @@ describe('early talkers on the real daemon', () => {
     assert.equal(s.get('spamtrapd_messages_accepted_total{queue="incoming"}'), 1);
     await d.waitForLog(/ info early_talker /);
   });
+  test('spool_write_seconds times the commit, not the client: a sender that pauses 1.5 s inside DATA is not a slow disk', async () => {
+    const before = samples((await get(d.metricsPort, '/metrics')).body);
+    const c = await RawSmtp.connect(d.port);
+    try {
+      await c.read();
+      await c.cmd('EHLO slow.example');
+      await c.cmd('MAIL FROM:<s@spam.example>');
+      await c.cmd('RCPT TO:<a@trap.test>');
+      assert.equal((await c.cmd('DATA')).code, 354);
+      c.write('Subject: slow sender\r\n\r\nfirst half\r\n');
+      await new Promise((r) => setTimeout(r, 1500));
+      c.write('second half\r\n.\r\n');
+      assert.equal((await c.read(10_000)).code, 250);
+    } finally {
+      c.close();
+    }
+    const key = 'spamtrapd_spool_write_seconds_bucket{le="1"}';
+    let after = before;
+    const deadline = Date.now() + 5000;
+    while ((after.get('spamtrapd_spool_write_seconds_count') ?? 0) <= (before.get('spamtrapd_spool_write_seconds_count') ?? 0) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = samples((await get(d.metricsPort, '/metrics')).body);
+    }
+    assert.equal((after.get('spamtrapd_spool_write_seconds_count') ?? 0) - (before.get('spamtrapd_spool_write_seconds_count') ?? 0), 1);
+    assert.equal((after.get(key) ?? 0) - (before.get(key) ?? 0), 1, 'observed under 1 s although DATA took over 1.5 s');
+  });
 });
+

@@ -130,7 +130,7 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
     }),
     spoolWriteSeconds: new client.Histogram({
       name: SERIES.spoolWriteSeconds,
-      help: 'Time to commit one message to its queue (data and control file).',
+      help: 'Time from the end of DATA (the final dot) until the message is committed in every queue it goes to.',
       buckets: SPOOL_WRITE_BUCKETS,
       registers,
     }),

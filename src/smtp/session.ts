@@ -193,7 +193,6 @@ function protocolOf(session: TrapSession): 'SMTP' | 'ESMTP' | 'ESMTPS' {
 async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, session: TrapSession): Promise<string> {
   const { settings, spool, observer, log } = deps;
   const state = states.get(session);
-  const started = performance.now();
   const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
   const recipients = acceptedRecipients(session, state);
   const groups = splitByDestination(recipients, deps.ruleSet().routes);
@@ -261,6 +260,8 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
       log.info('transaction', { ...logFields, size: stream.byteLength, reply: '552 message too big' });
       return 'not queued';
     }
+    // From the final dot: the client's upload and the reverse-DNS wait are not the spool's time.
+    const commitStarted = performance.now();
     const committed: Array<{ queue: string; job: CommittedJob }> = [];
     // Copies commit one by one: if a later one fails the client gets 451 and retries, so an earlier copy may be
     // filed twice. Duplicates are preferred to loss, and removing a visible job could race a consumer.
@@ -268,7 +269,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
       committed.push({ queue: j.queue, job: await j.job.commit() });
       j.committed = true;
     }
-    const seconds = (performance.now() - started) / 1000;
+    const seconds = (performance.now() - commitStarted) / 1000;
     for (const c of committed) observer.accepted(c.queue, c.job.size, seconds);
     const ids = committed.map((c) => c.job.jobId).join(',');
     log.info('transaction', {
