@@ -222,6 +222,29 @@ test(
 );
 
 test(
+  'fsync on: a failed fsync of queue/ after the link never takes back a job consumers can already see',
+  withDir('fsync-after-link', async (dir) => {
+    const failing: DirQueueFs = {
+      ...fsp,
+      open: (async (...args: Parameters<typeof fsp.open>) => {
+        const h = await fsp.open(...args);
+        if (path.basename(String(args[0])) === 'queue') h.sync = async () => Promise.reject(Object.assign(new Error('injected EIO'), { code: 'EIO' }));
+        return h;
+      }) as typeof fsp.open,
+    };
+    const w = new DirQueueWriter(dir, { fsync: true, fs: failing, hostname: 'trap1', pid: 1234, now: fixedClock });
+    await assert.rejects(w.enqueueStream([Buffer.from('hello\n')], { rcpt: 'trap@example.org' }), (e: NodeJS.ErrnoException & { jobVisible?: string }) => {
+      assert.equal(e.code, 'EIO');
+      assert.equal(e.jobVisible, '50.20240101120000123456.DNjkw');
+      return true;
+    });
+    assert.deepEqual(listFiles(dir), ['data/k/w/50.20240101120000123456.DNj', 'queue/50.20240101120000123456.DNjkw'], 'the job stays whole, tmp/ is clean');
+    const job = await new DirQueueReader(dir).pickup();
+    assert.equal((await job!.readData()).toString(), 'hello\n');
+  }),
+);
+
+test(
   'fsync mode syncs files and directories and still writes the same format',
   withDir('fsync', async (dir) => {
     const synced: string[] = [];

@@ -274,6 +274,13 @@ class Job implements PendingJob {
       await this.tidyAfterCommit();
       return committed;
     } catch (e) {
+      if (this.queueLink) {
+        // The control file is in queue/ (only syncing queue/ failed after the link): consumers may hold the job
+        // already, so it stays, and the caller learns it was not made durable (jobVisible).
+        this.state = 'committed';
+        await this.tidyAfterCommit();
+        throw Object.assign(e as Error, { jobVisible: path.basename(this.queueLink) });
+      }
       await this.fail();
       throw e;
     }

@@ -295,7 +295,9 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
     const reply = full
       ? smtpError(452, 'Insufficient system storage, try again later')
       : smtpError(451, 'Local error in processing, try again later');
-    log.error('transaction', { ...logFields, error: e.code ?? e.message, reply: `${reply.responseCode} ${reply.message}` });
+    // A copy already visible in its queue (only its directory fsync failed) stays there: a retry may file it twice.
+    const visible = (err as { jobVisible?: string }).jobVisible;
+    log.error('transaction', { ...logFields, error: e.code ?? e.message, reply: `${reply.responseCode} ${reply.message}`, kept_unsynced: visible });
     throw reply;
   }
 }
