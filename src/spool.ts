@@ -13,9 +13,9 @@ export class Spool {
 
   constructor(
     readonly dir: string,
-    private readonly opts: { fsync: boolean; hostname?: string },
+    private readonly opts: { fsync: boolean; hostname?: string; onWriterDeath?: (err: Error) => void },
   ) {
-    this.thread = opts.fsync ? null : new SpoolWriterThread();
+    this.thread = opts.fsync ? null : new SpoolWriterThread(opts.onWriterDeath);
   }
 
   queueDir(queue: string): string {

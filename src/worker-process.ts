@@ -49,8 +49,8 @@ export function connectToPrimary(handlers: { shutdown(why: string): void; reload
   });
 }
 
-/** The last thing a worker does: the final metrics push makes its counters exact, then exit 0. */
-export async function exitAfterFinalPush(metrics: WorkerMetricsHandle): Promise<never> {
+/** The last thing a worker does: the final metrics push makes its counters exact, then exit (0 unless it failed). */
+export async function exitAfterFinalPush(metrics: WorkerMetricsHandle, code = 0): Promise<never> {
   await metrics.pushNow().catch(() => undefined);
-  process.exit(0);
+  process.exit(code);
 }

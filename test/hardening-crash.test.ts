@@ -156,6 +156,28 @@ describe('crashes', () => {
     }
   });
 
+  test('a writer thread that dies takes its acceptor down: 451, fds closed with the process, tmp files swept at once, slot replaced', async () => {
+    const marker = 'KILL-THE-WRITER-THREAD';
+    const d = await startDaemon({ workers: 1, env: { SPAMTRAPD_FAILPOINTS: `writer-thread-exit-on=${marker}` } });
+    daemons.push(d);
+    const [pid] = acceptorPids(d.logs()).get(0)!;
+    const tmpDir = path.join(d.spoolDir, 'incoming', 'tmp');
+    // Enough before the marker that the job's tmp file exists (and is open) when the thread dies.
+    const body = `Subject: doomed\r\n\r\n${`${'y'.repeat(98)}\r\n`.repeat(3000)}${marker}\r\n`;
+    const { dataReply } = await sendMail(d.port, { from: '<s@spam.example>', to: ['<trap@bait.example>'], data: body });
+    assert.equal(dataReply?.code, 451, dataReply?.raw);
+    await d.waitForLog(new RegExp(` writer_thread_died proc=acceptor0 pid=${pid} `), 10_000);
+    await d.waitForLog(new RegExp(` worker_died proc=primary pid=${pid} slot=0 code=1 `), 15_000);
+    await d.waitForLog(/ info listening proc=acceptor0 /, 15_000, 2);
+    assert.ok(!pidAlive(pid), 'the process is gone, and its fds with it');
+    await waitFor('its tmp files are swept at once', () => !fs.existsSync(tmpDir) || !fs.readdirSync(tmpDir).some((n) => parseTmpName(n)?.pid === pid), 5000);
+    const next = await sendMail(d.port, { from: '<s@spam.example>', to: ['<trap@bait.example>'], data: 'Subject: fine\r\n\r\nx\r\n' });
+    assert.equal(next.dataReply?.code, 250);
+    assert.equal((await inspectSpool(d.spoolDir)).length, 1, 'only the accepted message is in the queue');
+    await d.stop('SIGTERM');
+    assert.deepEqual(await tmpLeftovers(d.spoolDir), []);
+  });
+
   test('SIGKILL of the primary: no orphan acceptor keeps the port, the next start takes the stale spool lock over', async () => {
     const d = await startDaemon({ workers: 2 });
     daemons.push(d);

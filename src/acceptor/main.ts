@@ -13,6 +13,7 @@ import { createReverseLookup } from '../smtp/rdns';
 import { createSessionHandlers, type RuleSet } from '../smtp/session';
 import { loadTlsMaterial } from '../smtp/tls';
 import { Spool } from '../spool';
+import { EXIT_FATAL } from '../exit-codes';
 import { VERSION } from '../version';
 import { connectToPrimary, exitAfterFinalPush } from '../worker-process';
 
@@ -33,7 +34,8 @@ export async function runAcceptor(): Promise<void> {
   // starts is remembered and carried out once it listens, instead of being dropped.
   let drain: ((why: string) => void) | null = null;
   let stopRequested: string | null = null;
-  const { config } = await connectToPrimary({
+  let exitCode = 0;
+  const link = await connectToPrimary({
     shutdown(why) {
       accepting = false;
       if (drain) drain(why);
@@ -44,6 +46,7 @@ export async function runAcceptor(): Promise<void> {
       log.info('reloaded', { rules: ruleSet.rules.length, routes: ruleSet.routes.length });
     },
   });
+  const { config } = link;
   const cfg = config.settings;
   log = createLogger(cfg.logLevel, { proc: `acceptor${slot}`, pid: process.pid });
   ruleSet = ruleSetOf(config);
@@ -63,7 +66,16 @@ export async function runAcceptor(): Promise<void> {
     dropPrivileges(runAs);
     log.info('privileges_dropped', { user: runAs.user, group: runAs.group, uid: runAs.uid, gid: runAs.gid });
   }
-  const spool = new Spool(cfg.spoolDir, { fsync: cfg.spoolFsync });
+  const spool = new Spool(cfg.spoolDir, {
+    fsync: cfg.spoolFsync,
+    // Its fds and tmp files would outlive it under this live pid: only this process ending releases them, and the
+    // primary sweeps the files of a process it saw exit. Sessions in DATA get 451, new ones 421.
+    onWriterDeath(err) {
+      log.error('writer_thread_died', { error: err.message, action: 'this acceptor stops; the primary replaces it' });
+      exitCode = EXIT_FATAL;
+      link.stop('writer thread died');
+    },
+  });
   const handlers = createSessionHandlers({
     settings: { me: cfg.me, version: VERSION, maxConnectionsPerIp: cfg.maxConnectionsPerIp },
     ruleSet: () => ruleSet,
@@ -136,7 +148,7 @@ export async function runAcceptor(): Promise<void> {
       const deadline = Date.now() + 5000;
       while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       log.info('stopped', { in_data: inFlight });
-      await exitAfterFinalPush(metrics);
+      await exitAfterFinalPush(metrics, exitCode);
     });
   };
   if (stopRequested !== null) drain(stopRequested);

@@ -7,10 +7,15 @@
  * in order and a `ping` is answered only after everything posted before it is on disk: that is the back-pressure.
  * A job's first error is latched in the thread (the writer has already removed the job's files) and reported at
  * commit, which is the only point where the SMTP session decides between 250 and 4xx anyway.
+ *
+ * A thread that dies is not replaced: its raw fds stay open in this process and its tmp files carry this (live)
+ * pid, so no sweep could take them. Every call fails from then on and `onDeath` tells the owner, whose only sound
+ * move is to stop the process (the acceptor drains and exits; the primary, which saw the exit, sweeps).
  */
 import path from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { Metadata } from './control';
+import { failpoint } from '../failpoints';
 import { syncBackedFs } from './sync-fs';
 import { DirQueueWriter, type BeginOptions, type CommittedJob, type PendingJob } from './writer';
 
@@ -42,6 +47,7 @@ const HIGH_WATER_BYTES = 8 * 1024 * 1024;
 
 export class SpoolWriterThread {
   private worker: Worker | null = null;
+  private dead: Error | null = null;
   private nextId = 1;
   private readonly waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   private unacked = 0;
@@ -55,6 +61,8 @@ export class SpoolWriterThread {
         new ThreadJob(this, this.nextId++, { dir: absolute, hostname: opts.hostname, priority: o.priority, metadata: o.metadata }),
     };
   }
+
+  constructor(private readonly onDeath: (err: Error) => void = () => undefined) {}
 
   /** @internal */ post(req: Request): void {
     this.start().postMessage(req);
@@ -79,13 +87,17 @@ export class SpoolWriterThread {
     await this.draining;
   }
 
+  private closing = false;
+
   async close(): Promise<void> {
+    this.closing = true;
     const w = this.worker;
     this.worker = null;
     if (w) await w.terminate();
   }
 
   private start(): Worker {
+    if (this.dead) throw this.dead;
     if (this.worker) return this.worker;
     const w = new Worker(__filename, { workerData: { role: ROLE } });
     // The thread never keeps a process alive by itself: acceptors wait for their own commits before exiting.
@@ -97,15 +109,21 @@ export class SpoolWriterThread {
       p.resolve(r);
     });
     const failAll = (err: Error) => {
-      if (this.worker === w) this.worker = null;
+      if (this.dead) return;
+      this.dead = Object.assign(new Error(`spool writer thread failed: ${err.message}`), { code: 'EWRITERTHREAD' });
+      this.worker = null;
       this.unacked = 0;
       this.draining = null;
       const pending = [...this.waiting.values()];
       this.waiting.clear();
-      for (const p of pending) p.reject(Object.assign(new Error(`spool writer thread failed: ${err.message}`), { code: 'EWRITERTHREAD' }));
+      for (const p of pending) p.reject(this.dead);
+      this.onDeath(this.dead);
     };
     w.on('error', failAll);
-    w.on('exit', (code) => failAll(new Error(`exited with code ${code}`)));
+    // close() terminates the thread on purpose: that exit is not a death.
+    w.on('exit', (code) => {
+      if (!this.closing) failAll(new Error(`exited with code ${code}`));
+    });
     this.worker = w;
     return w;
   }
@@ -220,8 +238,10 @@ function serve(): void {
     }
   };
 
+  const dieOn = failpoint('writer-thread-exit-on');
   let tail: Promise<void> = Promise.resolve();
   port.on('message', (m: Request) => {
+    if (dieOn && m.op === 'write' && Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength).includes(dieOn)) process.exit(1);
     // Whatever goes wrong with one message must neither wedge the chain for every later one nor leave a caller
     // waiting for a reply that never comes.
     tail = tail.then(() => handle(m)).catch((e: unknown) => {
