@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { config as dotenvConfig } from 'dotenv';
 import { ConfigError } from '../errors';
+import { parseCidrList } from './cidr-list';
 import { parseRcptRegexp, type ConfigProblem, type RcptDefaultCode, type RcptRule } from './rcpt-regexp';
 import { DEFAULT_ROUTES, parseRoutes, type Route } from './routes';
 
@@ -59,6 +60,9 @@ export interface TrapConfig {
   readonly forwardRetryBaseMs: number;
   readonly forwardRetryMaxMs: number;
   readonly forwardMaxAttempts: number;
+  /** Canonical CIDRs whose connections must begin with a PROXY header; empty = PROXY protocol off. */
+  readonly proxyFrom: readonly string[];
+  readonly proxyTimeoutMs: number;
   /** The .env file that was read, or null when there was none. */
   readonly envFile: string | null;
   /** Non-fatal findings, e.g. unknown SPAMTRAPD-looking variables in .env; the caller logs them. */
@@ -99,10 +103,12 @@ export const ENV_DEFAULTS: Readonly<Record<string, string>> = Object.freeze({
   FORWARD_RETRY_BASE_MS: '30000',
   FORWARD_RETRY_MAX_MS: '3600000',
   FORWARD_MAX_ATTEMPTS: '20',
+  PROXY_FROM: '',
+  PROXY_TIMEOUT_MS: '5000',
 });
 
 /** Prefixes of the trap's variables: an unknown one in .env is most likely a typo worth a warning. */
-const LOOKS_OURS = /^(?:SMTP|METRICS|SPOOL|CONFIG|TLS|MAX|RCPT|RDNS|FORWARD|QUEUE|RUN|LOG|IDLE|DATA|SHUTDOWN|GREETING)_|^WORKERS?$|^ME$/;
+const LOOKS_OURS = /^(?:SMTP|METRICS|SPOOL|CONFIG|TLS|MAX|RCPT|RDNS|FORWARD|QUEUE|RUN|LOG|IDLE|DATA|SHUTDOWN|GREETING|PROXY)_|^WORKERS?$|^ME$/;
 
 function shown(value: string): string {
   const v = value.length > 200 ? value.slice(0, 200) + '...' : value;
@@ -306,6 +312,8 @@ export function loadConfig(
     bad('FORWARD_RETRY_MAX_MS', String(forwardRetryMaxMs), `must not be less than FORWARD_RETRY_BASE_MS (${forwardRetryBaseMs})`);
   }
   const forwardMaxAttempts = r.int('FORWARD_MAX_ATTEMPTS', 20, 1, 1000);
+  const proxyFrom = Object.freeze(parseCidrList('PROXY_FROM', r.raw('PROXY_FROM')));
+  const proxyTimeoutMs = r.int('PROXY_TIMEOUT_MS', 5000, 100, 60000);
 
   return Object.freeze({
     smtpHost,
@@ -339,6 +347,8 @@ export function loadConfig(
     forwardRetryBaseMs,
     forwardRetryMaxMs,
     forwardMaxAttempts,
+    proxyFrom,
+    proxyTimeoutMs,
     envFile: loaded ? envFile : null,
     warnings: Object.freeze(warnings),
   });
