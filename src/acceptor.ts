@@ -7,7 +7,8 @@ import { createLogger } from './log';
 import { startWorkerMetrics } from './metrics';
 import { createObserver } from './metrics/observer';
 import { Spool } from './spool';
-import { TrapServer, type TrapConnection } from './smtp/overrides';
+import { cidrMatcher } from './config/cidr-list';
+import { TrapServer, type TrapConnection, type TrapProxyOptions } from './smtp/overrides';
 import { createReverseLookup } from './smtp/rdns';
 import { createSessionHandlers, type RuleSet } from './smtp/session';
 import { loadTlsMaterial } from './smtp/tls';
@@ -75,6 +76,17 @@ export async function runAcceptor(): Promise<void> {
     accepting: () => accepting,
   });
   const onData = handlers.onData!;
+  const proxy: TrapProxyOptions | undefined =
+    cfg.proxyFrom.length === 0
+      ? undefined
+      : {
+          expectsHeader: cidrMatcher(cfg.proxyFrom),
+          timeoutMs: cfg.proxyTimeoutMs,
+          onRejected(peer, cid, reason, detail) {
+            observer.proxyRejected(reason);
+            log.warn('proxy_rejected', { cid, peer, reason, detail });
+          },
+        };
 
   const server = new TrapServer({
     name: cfg.me,
@@ -108,6 +120,7 @@ export async function runAcceptor(): Promise<void> {
       });
     },
     onClose: handlers.onClose,
+    proxy,
     trap: {
       greetingDelayMs: cfg.greetingDelayMs,
       dataTimeoutMs: cfg.dataTimeoutMs,
@@ -124,7 +137,13 @@ export async function runAcceptor(): Promise<void> {
       resolve();
     });
   });
-  log.info('listening', { host: cfg.smtpHost, port: cfg.smtpPort, tls: tls.source, rules: ruleSet.rules.length });
+  log.info('listening', {
+    host: cfg.smtpHost,
+    port: cfg.smtpPort,
+    tls: tls.source,
+    rules: ruleSet.rules.length,
+    ...(proxy ? { proxy_from: cfg.proxyFrom.join(',') } : {}),
+  });
   process.send?.({ type: 'acceptor:listening', slot } satisfies WorkerToPrimary);
 
   drain = (why) => {
