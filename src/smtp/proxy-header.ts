@@ -99,17 +99,17 @@ function parseV1(input: Buffer): ProxyParse {
 
 /** `line` is printable ASCII without its CRLF; `length` is the header's length with it. */
 function parseV1Line(line: string, length: number): ProxyParse {
-  const fields = line.split(' ');
-  if (fields[0] !== 'PROXY') return malformed('v1 signature is not followed by a space');
-  if (fields.some((f) => f === '')) return malformed('v1 fields are not separated by single spaces');
-  const proto = fields[1];
+  if (!line.startsWith('PROXY ')) return malformed('v1 signature is not followed by a space');
+  const fields = line.slice('PROXY '.length).split(' ');
+  const proto = fields[0];
   if (proto === 'UNKNOWN') {
     // The sender could not say who the client is; whatever follows on the line is to be ignored.
     return { status: 'complete', header: { version: 1, source: null, destination: null, length } };
   }
-  if (proto !== 'TCP4' && proto !== 'TCP6') return malformed(proto === undefined ? 'v1 line has no protocol' : 'v1 protocol is not TCP4, TCP6 or UNKNOWN');
-  if (fields.length !== 6) return malformed(`v1 ${proto} line has ${fields.length} fields instead of 6`);
-  const [, , src, dst, srcPort, dstPort] = fields;
+  if (fields.some((f) => f === '')) return malformed('v1 fields are not separated by single spaces');
+  if (proto !== 'TCP4' && proto !== 'TCP6') return malformed('v1 protocol is not TCP4, TCP6 or UNKNOWN');
+  if (fields.length !== 5) return malformed(`v1 ${proto} line has ${fields.length + 1} fields instead of 6`);
+  const [, src, dst, srcPort, dstPort] = fields;
   const family = proto === 'TCP4' ? v1IPv4 : v1IPv6;
   const source = family(src);
   const destination = family(dst);
