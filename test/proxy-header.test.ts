@@ -5,8 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import fc from 'fast-check';
 import { parseProxyHeader, PROXY_V1_MAX_BYTES, PROXY_V2_MAX_BLOCK_BYTES, type ProxyParse } from '../src/smtp/proxy-header';
 import { PROXY_REJECTION_REASONS } from '../src/metrics/definitions';
+import { proxyOpening, validV1, validV2 } from './helpers/proxy-arbitraries';
 import { tlv, v1, v2, v2Local, V2_SIGNATURE } from './helpers/proxy-headers';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
@@ -48,6 +50,8 @@ describe('v1 (text line)', () => {
 
   test('UNKNOWN, short or with anything after it, names no client', () => {
     assert.deepEqual(complete(parseProxyHeader(b('PROXY UNKNOWN\r\n'))), { version: 1, source: null, destination: null, length: 15 });
+    assert.equal(complete(parseProxyHeader(b('PROXY UNKNOWN  not  parsed at all \r\n'))).source, null);
+    rejected(parseProxyHeader(b('PROXY UNKNOWNX\r\n')), 'malformed');
     const long = `PROXY UNKNOWN ${'ffff:'.repeat(7)}ffff ${'ffff:'.repeat(7)}ffff 65535 65535\r\n`;
     assert.equal(long.length, PROXY_V1_MAX_BYTES, 'the longest line the protocol allows');
     assert.equal(complete(parseProxyHeader(b(long))).source, null);
@@ -217,5 +221,48 @@ describe('no PROXY header', () => {
     for (const start of [Buffer.alloc(0), b('P'), b('PROX'), V2_SIGNATURE.subarray(0, 1), V2_SIGNATURE.subarray(0, 11), V2_SIGNATURE]) {
       assert.equal(parseProxyHeader(start).status, 'incomplete', JSON.stringify(start.toString('latin1')));
     }
+  });
+});
+
+describe('any input (property)', () => {
+  const seed = Number(process.env.FUZZ_SEED ?? (process.env.CI ? 15015 : Date.now() % 2 ** 31));
+
+  test('never throws; "incomplete" only below the size limits; a header never claims more bytes than it was given', () => {
+    fc.assert(
+      fc.property(proxyOpening, (input) => {
+        const r = parseProxyHeader(input);
+        if (r.status === 'incomplete') assert.ok(input.length < 16 + PROXY_V2_MAX_BLOCK_BYTES && (input[0] !== 0x50 || input.length < PROXY_V1_MAX_BYTES));
+        if (r.status === 'complete') {
+          assert.ok(r.header.length <= input.length);
+          assert.ok(r.header.length <= (r.header.version === 1 ? PROXY_V1_MAX_BYTES : 16 + PROXY_V2_MAX_BLOCK_BYTES));
+          assert.equal((r.header.source === null), (r.header.destination === null));
+        }
+      }),
+      { numRuns: 5000, seed },
+    );
+  });
+
+  test('split anywhere, the verdict on the first part stands once it is not "incomplete" (so reading in pieces is safe)', () => {
+    fc.assert(
+      fc.property(proxyOpening, fc.nat(), (input, cut) => {
+        const part = parseProxyHeader(input.subarray(0, cut % (input.length + 1)));
+        if (part.status !== 'incomplete') assert.deepEqual(parseProxyHeader(input), part);
+      }),
+      { numRuns: 5000, seed },
+    );
+  });
+
+  test('every generated valid header is complete, with canonical addresses that round-trip', () => {
+    fc.assert(
+      fc.property(fc.oneof(validV1, validV2), fc.uint8Array({ maxLength: 50 }), (header, tail) => {
+        const r = parseProxyHeader(Buffer.concat([header, Buffer.from(tail)]));
+        const h = complete(r);
+        assert.equal(h.length, header.length);
+        for (const end of [h.source, h.destination]) {
+          if (end) assert.ok(end.port >= 0 && end.port <= 65535 && !end.address.startsWith('::ffff:') && end.address === end.address.toLowerCase());
+        }
+      }),
+      { numRuns: 3000, seed },
+    );
   });
 });
