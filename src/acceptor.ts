@@ -84,7 +84,9 @@ export async function runAcceptor(): Promise<void> {
           timeoutMs: cfg.proxyTimeoutMs,
           onRejected(peer, cid, reason, detail) {
             observer.proxyRejected(reason);
-            log.warn('proxy_rejected', { cid, peer, reason, detail });
+            // A reset names no peer and is routine (a balancer's layer-4 checks): not worth a warning each time.
+            if (reason === 'reset') log.debug('proxy_rejected', { cid, reason, detail });
+            else log.warn('proxy_rejected', { cid, peer, reason, detail });
           },
         };
 

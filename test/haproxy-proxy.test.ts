@@ -1,8 +1,8 @@
 /**
  * A real HAProxy in front of the trap on loopback (PROXY_FROM=127.0.0.1/32), the client bound to another loopback
  * address so it is visibly not HAProxy: with send-proxy-v2 and smtpchk health checks that send PROXY v2 LOCAL
- * (check-send-proxy), and with send-proxy (v1). The trap records the client, not the balancer; the health checks
- * pass (HAProxy's L7OK) and are counted apart from clients.
+ * (check-send-proxy), with plain TCP checks, and with send-proxy (v1). The trap records the client, not the
+ * balancer; the health checks pass (HAProxy's L7OK or L4OK) and are counted apart from clients.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -62,6 +62,39 @@ backend trap
       assert.equal(end.connections - start.connections, 1, 'health checks are not counted as clients');
       assert.deepEqual(end.rejections, start.rejections, 'no header was refused');
       assert.equal((await waitServerUp(h, 'trap', 'trap')).status, 'UP');
+    } finally {
+      await h.stop();
+      h = undefined;
+    }
+  });
+
+  test('plain layer-4 checks (no smtpchk, no check-send-proxy): never counted as clients', { skip }, async () => {
+    // HAProxy resets such a check right after connecting, usually before the trap can even read the peer address
+    // (counted as reset), sometimes after its PROXY v2 LOCAL header (a balancer connection) or before it (closed).
+    h = await startHaproxy(
+      (ports, dir) => `${haproxyPreamble(dir)}
+frontend smtp
+  bind 127.0.0.1:${ports.frontend}
+  default_backend trap
+
+backend trap
+  server trap 127.0.0.1:${d.port} send-proxy-v2 check inter 200ms fall 2 rise 1
+`,
+    );
+    try {
+      const start = await proxyCounters(d.metricsPort);
+      const deadline = Date.now() + 10_000;
+      let row: Record<string, string> | undefined;
+      while (Date.now() < deadline) {
+        row = (await h.stats()).find((r) => r.pxname === 'trap' && r.svname === 'trap');
+        if (row?.status === 'UP' && row.check_status === 'L4OK') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(row?.status, 'UP', JSON.stringify(row));
+      const checks = (c: typeof start) => c.local + c.rejections.reset + c.rejections.closed;
+      const end = await waitCounters(d.metricsPort, 'at least 3 more checks', (c) => checks(c) - checks(start) >= 3);
+      assert.equal(end.connections, start.connections, 'checks are not clients');
+      for (const r of ['missing', 'malformed', 'oversized', 'timeout']) assert.equal(end.rejections[r], start.rejections[r], r);
     } finally {
       await h.stop();
       h = undefined;

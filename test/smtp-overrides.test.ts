@@ -422,6 +422,16 @@ describe('PROXY protocol over a real socket', () => {
     s.destroy();
   });
 
+  test('a connection reset before its peer address could be read makes no session and is counted as reset', async () => {
+    // What the listener hands over when the peer (e.g. HAProxy's layer-4 check) reset right after connecting.
+    const dead = new net.Socket();
+    assert.equal(dead.remoteAddress, undefined);
+    const err = await new Promise<Error | null>((resolve) => server._handleProxy(dead, (e) => resolve(e)));
+    assert.match(String(err), /reset/);
+    assert.ok(dead.destroyed);
+    assert.deepEqual({ ...rejected[rejected.length - 1], cid: '' }, { peer: '', cid: '', reason: 'reset', detail: 'connection reset before its peer address could be read' });
+  });
+
   test('a peer not in the list is a direct client: a PROXY line from it is just a bad command', async () => {
     trustLoopback = false;
     try {

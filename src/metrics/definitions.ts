@@ -51,10 +51,11 @@ export const REJECTION_REASONS = [
 
 /**
  * Why a connection from a PROXY_FROM balancer was closed before SMTP: no PROXY signature, a header that breaks the
- * protocol, one longer than the limits, one not complete within PROXY_TIMEOUT_MS, or the peer gone before it was.
- * A fixed set: the label never carries client bytes.
+ * protocol, one longer than the limits, one not complete within PROXY_TIMEOUT_MS, or the peer gone before it was;
+ * `reset` is a connection reset before its peer address could even be read (whether it owed a header is unknown:
+ * HAProxy's plain layer-4 checks and connect scans do this). A fixed set: the label never carries client bytes.
  */
-export const PROXY_REJECTION_REASONS = ['missing', 'malformed', 'oversized', 'timeout', 'closed'] as const;
+export const PROXY_REJECTION_REASONS = ['missing', 'malformed', 'oversized', 'timeout', 'closed', 'reset'] as const;
 export type ProxyRejectionReason = (typeof PROXY_REJECTION_REASONS)[number];
 
 /*
@@ -147,7 +148,7 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
     }),
     proxyRejections: new client.Counter({
       name: SERIES.proxyRejections,
-      help: 'Connections from a PROXY_FROM balancer closed without a reply because their PROXY header was missing, malformed, oversized, late, or cut off.',
+      help: 'Connections from a PROXY_FROM balancer closed without a reply because their PROXY header was missing, malformed, oversized, late or cut off; reset: reset before the peer address could be read.',
       labelNames: ['reason'],
       registers,
     }),

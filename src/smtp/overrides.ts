@@ -303,6 +303,15 @@ export class TrapServer extends SMTPServer {
     // Upstream also sets `ignore` from ignoredHosts here; the trap sets no ignoredHosts.
     const socketOptions: TrapSocketOptions & { id: string } = { id: newSessionId() };
     const proxy = this.proxy;
+    if (proxy && socket.remoteAddress === undefined) {
+      // Reset before accept() could read the peer address: whether it owed a header cannot be known, and it can
+      // carry no session. Without this it would go on as a direct client with no address.
+      socket.on('error', () => undefined);
+      socket.destroy();
+      proxy.onRejected('', socketOptions.id, 'reset', 'connection reset before its peer address could be read');
+      setImmediate(() => callback(new Error('PROXY header reset: peer address unknown')));
+      return;
+    }
     if (!proxy || !this._expectsProxyHeader(socket)) {
       setImmediate(() => callback(null, socketOptions));
       return;
