@@ -6,11 +6,10 @@
  * and the one acceptor serves throughout.
  */
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from './helpers/daemon';
 import { currentAcceptorPids, inspectSpool, splitReceived, type StoredJob } from './helpers/hardening-util';
-import { expectSilentClose, proxiedMail, proxyCounters, waitCounters } from './helpers/proxy-client';
+import { connectRaw, expectSilentClose, proxiedMail, settledCounters, waitCounters } from './helpers/proxy-client';
 import { tlv, v1, v2, v2Local } from './helpers/proxy-headers';
 import { RawSmtp } from './helpers/smtp-client';
 
@@ -19,6 +18,9 @@ const DEADLINE_MS = 600;
 describe('PROXY protocol on the daemon', () => {
   let d: Daemon;
   let acceptorPid: number;
+  /** Every v2 LOCAL / v1 UNKNOWN connection this file makes, for settledCounters. */
+  let localMade = 0;
+  const settled = () => settledCounters(d.port, d.metricsPort, ++localMade);
   before(async () => {
     d = await startDaemon({
       workers: 1,
@@ -95,7 +97,7 @@ describe('PROXY protocol on the daemon', () => {
   });
 
   test('missing, garbage, malformed, oversized and slow headers: closed without a reply, logged once, counted', async () => {
-    const before = await proxyCounters(d.metricsPort);
+    const before = await settled();
     const logged = (d.logs().match(/ proxy_rejected /g) ?? []).length;
     const drip = [...v1('192.0.2.10', '198.51.100.25', 40000, 25)].map((byte) => Buffer.from([byte]));
     const cases: Array<{ what: string; reason: string; send: Buffer | Buffer[]; gapMs?: number }> = [
@@ -132,7 +134,7 @@ describe('PROXY protocol on the daemon', () => {
   });
 
   test('v2 LOCAL health checks are answered (HELO 250, QUIT 221) and counted apart from clients', async () => {
-    const before = await proxyCounters(d.metricsPort);
+    const before = await settled();
     for (let i = 0; i < 3; i++) {
       const c = await RawSmtp.connect(d.port);
       try {
@@ -150,6 +152,7 @@ describe('PROXY protocol on the daemon', () => {
     c.write('PROXY UNKNOWN\r\n');
     assert.equal((await c.read()).code, 220);
     c.close();
+    localMade += 4;
     const after = await waitCounters(d.metricsPort, 'four balancer connections', (x) => x.local - before.local >= 4);
     assert.equal(after.local - before.local, 4);
     assert.equal(after.connections, before.connections, 'not counted in spamtrapd_connections_total');
@@ -165,11 +168,10 @@ describe('PROXY protocol on the daemon', () => {
 
 /** Sends the first 10 bytes of a v2 header and closes the sending side: the peer leaves halfway. */
 async function closedHalfway(port: number): Promise<void> {
-  const s = net.connect({ port, host: '127.0.0.1' });
+  const s = await connectRaw(port);
   s.on('error', () => undefined);
   let out = '';
   s.on('data', (b: Buffer) => (out += b.toString('latin1')));
-  await new Promise<void>((resolve) => s.once('connect', () => resolve()));
   const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
   s.end(v2().subarray(0, 10));
   await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);

@@ -10,12 +10,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
-import net from 'node:net';
 import { parseProxyHeader } from '../src/smtp/proxy-header';
 import { startDaemon, type Daemon } from './helpers/daemon';
 import { currentAcceptorPids, inspectSpool, RECEIVED_SHAPE, rejections, sleep, splitReceived, tmpLeftovers } from './helpers/hardening-util';
 import { proxyOpening } from './helpers/proxy-arbitraries';
-import { proxiedMail, proxyCounters, waitCounters } from './helpers/proxy-client';
+import { connectRaw, proxiedMail, proxyCounters, waitCounters } from './helpers/proxy-client';
 import { v2 } from './helpers/proxy-headers';
 import { RawSmtp, sendMail, type Reply } from './helpers/smtp-client';
 
@@ -328,16 +327,12 @@ function expectedOutcome(s: ProxySession): 'client' | 'local' | 'missing' | 'mal
 
 async function runProxySession(port: number, s: ProxySession, deadlineMs: number): Promise<string> {
   const expected = expectedOutcome(s);
-  const sock = net.connect({ port, host: '127.0.0.1' });
+  const sock = await connectRaw(port);
   let out = '';
   let closed = false;
   sock.on('data', (d: Buffer) => (out += d.toString('latin1')));
   sock.on('error', () => undefined);
   sock.once('close', () => (closed = true));
-  await new Promise<void>((resolve, reject) => {
-    sock.once('connect', () => resolve());
-    sock.once('error', reject);
-  });
   const t0 = performance.now();
   try {
     let at = 0;

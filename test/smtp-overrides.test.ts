@@ -21,6 +21,7 @@ import {
   type TrapSession,
 } from '../src/smtp/overrides';
 import { repoRoot } from './helpers/daemon';
+import { connectRaw } from './helpers/proxy-client';
 import { v1, v2, v2Local } from './helpers/proxy-headers';
 import { RawSmtp } from './helpers/smtp-client';
 
@@ -348,13 +349,12 @@ describe('PROXY protocol over a real socket', () => {
 
   /** Sends `bytes` at once, then returns everything the server wrote until it closed (or the wait ran out). */
   async function exchange(bytes: Buffer, waitMs = 3000): Promise<{ out: string; closed: boolean }> {
-    const s = net.connect({ port, host: '127.0.0.1' });
+    const s = await connectRaw(port);
     let out = '';
     let closed = false;
-    s.on('data', (d) => (out += d.toString('latin1')));
+    s.on('data', (d: Buffer) => (out += d.toString('latin1')));
     s.on('error', () => undefined);
     const done = new Promise<void>((resolve) => s.once('close', () => ((closed = true), resolve())));
-    await new Promise<void>((resolve) => s.once('connect', () => resolve()));
     s.write(bytes);
     await Promise.race([done, new Promise((r) => setTimeout(r, waitMs))]);
     s.destroy();
@@ -412,9 +412,8 @@ describe('PROXY protocol over a real socket', () => {
     assert.ok(closed && performance.now() - t0 < 2500, 'closed at about the 400 ms deadline');
     assert.equal(rejected[rejected.length - 1].reason, 'timeout');
 
-    const s = net.connect({ port, host: '127.0.0.1' });
+    const s = await connectRaw(port);
     s.on('error', () => undefined);
-    await new Promise<void>((resolve) => s.once('connect', () => resolve()));
     s.end(v2().subarray(0, 10));
     const deadline = Date.now() + 3000;
     while (rejected[rejected.length - 1].reason !== 'closed' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));

@@ -4,7 +4,27 @@
  */
 import net from 'node:net';
 import { httpGet, sleep, waitFor } from './hardening-util';
+import { v2Local } from './proxy-headers';
 import { RawSmtp, type Reply } from './smtp-client';
+
+/** A plain socket to the trap on loopback, connected within `timeoutMs` or rejected. */
+export function connectRaw(port: number, timeoutMs = 5000): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`connect to 127.0.0.1:${port} timed out`));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(t);
+      resolve(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+  });
+}
 
 /** Sends `header`, then a full transaction whose body carries `tag`; returns the reply to the final dot. */
 export async function proxiedMail(port: number, header: Buffer, tag: string, opts: { localAddress?: string; rcpt?: string } = {}): Promise<Reply> {
@@ -44,16 +64,12 @@ export interface Silent {
  */
 export async function expectSilentClose(port: number, bytes: Buffer | Buffer[], opts: { gapMs?: number; waitMs?: number } = {}): Promise<Silent> {
   const t0 = performance.now();
-  const s = net.connect({ port, host: '127.0.0.1' });
+  const s = await connectRaw(port);
   let out = '';
   let closed = false;
-  s.on('data', (d) => (out += d.toString('latin1')));
+  s.on('data', (d: Buffer) => (out += d.toString('latin1')));
   s.on('error', () => undefined);
   s.once('close', () => (closed = true));
-  await new Promise<void>((resolve, reject) => {
-    s.once('connect', () => resolve());
-    s.once('error', reject);
-  });
   const deadline = Date.now() + (opts.waitMs ?? 5000);
   if (Buffer.isBuffer(bytes)) s.write(bytes);
   else {
@@ -75,6 +91,24 @@ export async function proxyCounters(metricsPort: number): Promise<{ rejections: 
   for (const m of text.matchAll(/^spamtrapd_proxy_rejections_total\{reason="([^"]*)"\} (\S+)$/gm)) rejections[m[1]] = Number(m[2]);
   const one = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
   return { rejections, local: one('spamtrapd_proxy_local_connections_total'), connections: one('spamtrapd_connections_total') };
+}
+
+/**
+ * Counters that include everything done so far. Workers push snapshots periodically, so a plain scrape may miss the
+ * last moments; this makes one more balancer connection (v2 LOCAL) and waits until the scrape shows `localMade`
+ * of them, the caller's count of every LOCAL connection it made, this one included. A snapshot that has the last
+ * one has everything before it.
+ */
+export async function settledCounters(port: number, metricsPort: number, localMade: number): Promise<Awaited<ReturnType<typeof proxyCounters>>> {
+  const c = await RawSmtp.connect(port);
+  try {
+    c.write(v2Local());
+    const r = await c.read();
+    if (r.code !== 220) throw new Error(`barrier connection: ${r.raw}`);
+  } finally {
+    c.close();
+  }
+  return waitCounters(metricsPort, `${localMade} balancer connections counted`, (x) => x.local === localMade);
 }
 
 /** Waits until `check` holds for a scrape (workers push once per interval); returns that scrape. */
