@@ -1,7 +1,8 @@
 /**
  * The deployment files are checked offline: the systemd unit with systemd-analyze, every Kubernetes object
- * against the Kubernetes schemas (kubernetes-models), and the wiring between them and the trap (probes on the
- * metrics port's /healthz, port 25 declared and bindable, spool and config mounted where the trap looks).
+ * against the Kubernetes schemas (kubernetes-models), the HAProxy example with haproxy -c, and the wiring between
+ * them and the trap (probes on the metrics port's /healthz, port 25 declared and bindable, spool and config mounted
+ * where the trap looks, every HAProxy server sending PROXY v2 with health checks the trap can tell apart).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,10 +13,12 @@ import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { repoRoot } from './helpers/daemon';
 import { loadConfigDir } from '../src/config/config-dir';
+import { findHaproxy } from './helpers/haproxy';
 
 const ROOT = repoRoot();
 const UNIT = path.join(ROOT, 'deploy', 'systemd', 'spamtrapd.service');
 const K8S = path.join(ROOT, 'deploy', 'kubernetes');
+const HAPROXY_CFG = path.join(ROOT, 'deploy', 'haproxy', 'haproxy.cfg');
 
 // kubernetes-models is ESM-only and this suite is CommonJS: TypeScript would turn import() into require().
 const esmImport = new Function('specifier', 'return import(specifier)') as <T>(specifier: string) => Promise<T>;
@@ -241,5 +244,59 @@ describe('Kubernetes manifests', () => {
     assert.ok(Object.entries(sm.spec.selector.matchLabels).every(([k, v]) => metrics.metadata.labels?.[k] === v));
     assert.equal(sm.spec.endpoints[0].port, 'metrics');
     assert.equal(sm.spec.endpoints[0].path, '/metrics');
+  });
+});
+
+describe('HAProxy example', () => {
+  const text = fs.readFileSync(HAPROXY_CFG, 'utf8');
+  /** Config lines without comments, grouped under the section line that opens them. */
+  const sections = new Map<string, string[]>();
+  let current = '';
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/#.*$/, '').trim();
+    if (!line) continue;
+    if (!/^\s/.test(raw)) {
+      current = line;
+      sections.set(current, []);
+    } else sections.get(current)?.push(line);
+  }
+  const backend = [...sections].find(([name]) => name.startsWith('backend '))?.[1] ?? [];
+
+  it('relays TCP with PROXY v2 to every server, with smtpchk health checks that send PROXY v2 LOCAL', () => {
+    assert.ok(sections.get('defaults')?.includes('mode tcp'));
+    assert.ok(backend.some((l) => /^option smtpchk\b/.test(l)), 'option smtpchk');
+    const defaults = backend.find((l) => l.startsWith('default-server ')) ?? '';
+    const servers = backend.filter((l) => l.startsWith('server '));
+    assert.ok(servers.length >= 1);
+    for (const s of servers) {
+      const words = new Set(`${defaults} ${s}`.split(/\s+/));
+      for (const w of ['send-proxy-v2', 'check', 'check-send-proxy']) assert.ok(words.has(w), `${s}: ${w}`);
+      assert.ok(!words.has('send-proxy'), `${s}: v1 health checks would count as clients`);
+    }
+  });
+
+  const haproxy = findHaproxy();
+  const why = haproxy ? false : 'haproxy is not installed (Debian package haproxy)';
+  if (why && process.env.CI) throw new Error(`CI must check the HAProxy example: ${why}`);
+  if (why) console.log(`deploy-files: skipped haproxy -c: ${why}`);
+
+  it('passes haproxy -c', { skip: why }, () => {
+    const r = spawnSync(haproxy!, ['-c', '-f', HAPROXY_CFG], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout + r.stderr, /Configuration file is valid/);
+    assert.doesNotMatch(r.stdout + r.stderr, /\[WARNING\]|\[ALERT\]/);
+  });
+
+  it('catches a bad keyword (proves the check above can fail)', { skip: why }, () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spamtrapd-haproxy-'));
+    try {
+      const copy = path.join(dir, 'haproxy.cfg');
+      fs.writeFileSync(copy, text.replace('default-server send-proxy-v2', 'default-server send-proxy-v9'));
+      const r = spawnSync(haproxy!, ['-c', '-f', copy], { encoding: 'utf8', timeout: 30_000 });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stdout + r.stderr, /send-proxy-v9/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -163,6 +163,8 @@ function filesUnder(dir: string): string[] {
 async function fileThrough(spool: Spool, rejected: string[]): Promise<{ code: number; message: string }> {
   const observer: TrapObserver = {
     connectionSeen() {},
+    proxyLocal() {},
+    proxyRejected() {},
     connectionOpened() {},
     connectionClosed() {},
     earlyTalker() {},

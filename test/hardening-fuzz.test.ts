@@ -4,12 +4,18 @@
  * messages), 20 at a time against one daemon. Invariants: every reply line is a well-formed printable line ending in
  * CRLF; a message acknowledged with 250 is stored once, exactly as sent behind one unfoldable Received field; nothing
  * smuggled becomes a job; no job is corrupt; the trap still works afterwards; rejections are counted.
+ * And the same for what a PROXY_FROM peer sends before SMTP: the daemon does exactly what the header parser says
+ * about those bytes (greets, or closes without a word), within the deadline, with every outcome counted.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
+import { parseProxyHeader } from '../src/smtp/proxy-header';
 import { startDaemon, type Daemon } from './helpers/daemon';
-import { inspectSpool, RECEIVED_SHAPE, rejections, sleep, splitReceived, tmpLeftovers } from './helpers/hardening-util';
+import { currentAcceptorPids, inspectSpool, RECEIVED_SHAPE, rejections, sleep, splitReceived, tmpLeftovers } from './helpers/hardening-util';
+import { proxyOpening } from './helpers/proxy-arbitraries';
+import { connectRaw, proxiedMail, proxyCounters, waitCounters } from './helpers/proxy-client';
+import { v2 } from './helpers/proxy-headers';
 import { RawSmtp, sendMail, type Reply } from './helpers/smtp-client';
 
 const MAX_SIZE = 8192;
@@ -293,5 +299,122 @@ describe('hostile input (property)', () => {
       assert.doesNotMatch(unfolded, /forged/, `the client's line was unfolded into our header: ${JSON.stringify(unfolded)}`);
       assert.match(rest.toString('latin1'), /RCPT_TO=<forged@victim\.example>\r\nSubject: lead\r\n\r\nbody\r\n$/, 'the message itself is kept');
     }
+  });
+});
+
+/** One PROXY_FROM connection: its first bytes, sent in pieces; `hold` keeps it open after them instead of ending it. */
+interface ProxySession {
+  bytes: Buffer;
+  pieces: number[];
+  gapMs: number;
+  hold: boolean;
+}
+
+const proxySessionArb: fc.Arbitrary<ProxySession> = fc.record({
+  bytes: proxyOpening,
+  pieces: fc.array(fc.integer({ min: 1, max: 64 }), { maxLength: 6 }),
+  gapMs: fc.integer({ min: 0, max: 10 }),
+  hold: fc.boolean(),
+});
+
+/** What the daemon must make of a session: the parser's verdict on the whole byte string decides. */
+function expectedOutcome(s: ProxySession): 'client' | 'local' | 'missing' | 'malformed' | 'oversized' | 'timeout' | 'closed' {
+  const r = parseProxyHeader(s.bytes);
+  if (r.status === 'complete') return r.header.source ? 'client' : 'local';
+  if (r.status === 'rejected') return r.reason;
+  return s.hold ? 'timeout' : 'closed';
+}
+
+async function runProxySession(port: number, s: ProxySession, deadlineMs: number): Promise<string> {
+  const expected = expectedOutcome(s);
+  const sock = await connectRaw(port);
+  let out = '';
+  let closed = false;
+  sock.on('data', (d: Buffer) => (out += d.toString('latin1')));
+  sock.on('error', () => undefined);
+  sock.once('close', () => (closed = true));
+  const t0 = performance.now();
+  try {
+    let at = 0;
+    for (const n of s.pieces) {
+      if (at >= s.bytes.length || closed) break;
+      sock.write(s.bytes.subarray(at, at + n));
+      at += n;
+      await sleep(s.gapMs);
+    }
+    if (at < s.bytes.length && !closed) sock.write(s.bytes.subarray(at));
+    if (expected === 'client' || expected === 'local') {
+      // The greeting comes first, whatever the client pipelined behind its header.
+      const until = Date.now() + 5000;
+      while (!/\r\n/.test(out) && !closed && Date.now() < until) await sleep(5);
+      assert.match(out, /^220 [\x20-\x7e]*\r\n/, `greeted after a ${expected} header: ${JSON.stringify(out.slice(0, 200))}`);
+      for (const line of out.slice(0, out.lastIndexOf('\r\n')).split('\r\n')) assert.match(line, /^\d{3}[ -][\x20-\x7e]*$/);
+      return expected;
+    }
+    if (!s.hold) sock.end();
+    const until = Date.now() + deadlineMs + 5000;
+    while (!closed && Date.now() < until) await sleep(5);
+    assert.ok(closed, `${expected}: the daemon closed the connection`);
+    assert.equal(out, '', `${expected}: closed without a byte written`);
+    if (expected === 'timeout') assert.ok(performance.now() - t0 >= deadlineMs - 50, 'not before the deadline');
+    return expected;
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; sent ${JSON.stringify(s.bytes.toString('latin1').slice(0, 300))} in pieces ${JSON.stringify(s.pieces)} hold=${s.hold}`);
+  } finally {
+    sock.destroy();
+  }
+}
+
+describe('hostile PROXY headers from a trusted address (property)', () => {
+  const DEADLINE_MS = 1500;
+  let d: Daemon;
+  before(async () => {
+    d = await startDaemon({
+      workers: 1,
+      env: { PROXY_FROM: '127.0.0.1/32', PROXY_TIMEOUT_MS: String(DEADLINE_MS), METRICS_PUSH_INTERVAL_MS: '100' },
+    });
+  });
+  after(async () => {
+    await d?.destroy();
+    d?.cleanup();
+  });
+
+  test('random, truncated, bit-flipped and oversized headers: the parser verdict, never a crash or a wedge, all counted', async () => {
+    const pid = currentAcceptorPids(d.logs())[0];
+    const start = await proxyCounters(d.metricsPort);
+    const seen = new Map<string, number>();
+    const seed = Number(process.env.FUZZ_SEED ?? (process.env.CI ? 415015 : Date.now() % 2 ** 31));
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.array(proxySessionArb, { minLength: 20, maxLength: 20 }), async (batch) => {
+          const outcomes = await Promise.all(batch.map((s) => runProxySession(d.port, s, DEADLINE_MS)));
+          for (const o of outcomes) seen.set(o, (seen.get(o) ?? 0) + 1);
+        }),
+        { numRuns: 40, seed, endOnFailure: true, interruptAfterTimeLimit: 60_000 },
+      );
+    } catch (err) {
+      const msg = (err as Error).message;
+      const cause = (err as Error & { cause?: Error }).cause?.message ?? msg.slice(msg.lastIndexOf('Got '));
+      throw new Error(`FUZZ_SEED=${seed}: ${cause.slice(0, 3000)}`);
+    }
+    const n = (k: string) => seen.get(k) ?? 0;
+    assert.ok(n('client') > 0 && n('local') > 0 && n('malformed') > 0 && n('missing') > 0 && n('timeout') > 0 && n('closed') > 0, `the generators reached every outcome: ${JSON.stringify([...seen])}`);
+
+    // Every outcome counted exactly: rejections by reason, balancer connections, clients.
+    const reasons = ['missing', 'malformed', 'oversized', 'timeout', 'closed'];
+    const end = await waitCounters(
+      d.metricsPort,
+      'every fuzzed connection counted',
+      (c) => reasons.every((r) => c.rejections[r] - start.rejections[r] >= n(r)) && c.local - start.local >= n('local') && c.connections - start.connections >= n('client'),
+      10_000,
+    );
+    for (const r of reasons) assert.equal(end.rejections[r] - start.rejections[r], n(r), r);
+    assert.equal(end.local - start.local, n('local'));
+    assert.equal(end.connections - start.connections, n('client'));
+
+    // The same acceptor, still serving.
+    assert.equal((await proxiedMail(d.port, v2({ src: '198.51.100.7' }), 'afterfuzz')).code, 250);
+    assert.deepEqual(currentAcceptorPids(d.logs()), [pid]);
+    assert.doesNotMatch(d.logs(), /worker_died|uncaught/);
   });
 });

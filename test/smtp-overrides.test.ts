@@ -7,16 +7,22 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import {
   bracketAddressCommand,
   heloArgument,
+  newSessionId,
   SMTP_SERVER_VERSION,
   TrapServer,
+  type TrapServerOptions,
   type TrapSession,
 } from '../src/smtp/overrides';
 import { repoRoot } from './helpers/daemon';
+import { connectRaw } from './helpers/proxy-client';
+import { v1, v2, v2Local } from './helpers/proxy-headers';
 import { RawSmtp } from './helpers/smtp-client';
 
 /**
@@ -36,9 +42,18 @@ const FINGERPRINTS: Record<string, string> = {
   _onClose: '097b8d221da5c5adf21bc20ebc4667a201005881d69e276868fab3452af76b9e',
 };
 
-function fingerprint(name: string): string {
-  const fn = (SMTPConnection.prototype as unknown as Record<string, () => void>)[name];
-  assert.equal(typeof fn, 'function', `SMTPConnection.prototype.${name} is gone`);
+/** The same for the SMTPServer methods TrapServer replaces (the PROXY protocol) or relies on around them. */
+const SERVER_FINGERPRINTS: Record<string, string> = {
+  _expectsProxyHeader: '6d9ae02b1564e60540dee9d851d8f7c4e78d6f3cbd6790b61dd318a7fbcaa98b',
+  _handleProxy: '4a645d5a086de6dd9cb9c6c30f7f3bca28384b0c7822b1afcf74914df03ed031',
+  // Not replaced: it guards a socket while its PROXY header is read (maxClients, release on close).
+  _acceptSocket: 'd872198bd8410031caf7bfa46224896b4532d76db00a35ba14c88e2e6635ecaf',
+  connect: '93b1653205c941e98813995a57bd35a15b6310ce4e6e49886484575067be4a7d',
+};
+
+function fingerprint(name: string, proto: object = SMTPConnection.prototype): string {
+  const fn = (proto as Record<string, () => void>)[name];
+  assert.equal(typeof fn, 'function', `${proto === SMTPConnection.prototype ? 'SMTPConnection' : 'SMTPServer'}.prototype.${name} is gone`);
   return crypto.createHash('sha256').update(fn.toString()).digest('hex');
 }
 
@@ -55,6 +70,24 @@ describe('smtp-server pin', () => {
       assert.equal(fingerprint(name), FINGERPRINTS[name], `smtp-server's ${name} changed: re-check overrides.ts`);
     });
   }
+
+  for (const name of Object.keys(SERVER_FINGERPRINTS)) {
+    test(`upstream SMTPServer.${name} is the one the override was written against`, () => {
+      assert.equal(fingerprint(name, SMTPServer.prototype), SERVER_FINGERPRINTS[name], `smtp-server's ${name} changed: re-check overrides.ts`);
+    });
+  }
+
+  test('upstream still connects a socket only when _handleProxy calls back without an error, with its socket options', () => {
+    // The contract TrapServer._handleProxy relies on: an error drops the socket, no session is made.
+    const ctor = SMTPServer.toString();
+    assert.match(ctor, /this\._handleProxy\(socket, \(err, socketOptions\) => \{[\s\S]*?if \(!err\) \{\s*this\.connect\(socket, socketOptions\);/);
+    assert.match(ctor, /let release = this\._acceptSocket\(socket, handshake\);/);
+  });
+
+  test('upstream session ids have the form newSessionId() keeps', () => {
+    assert.match(SMTPServer.prototype._handleProxy.toString(), /BigInt\('0x' \+ node_crypto_1\.default\.randomBytes\(10\)\.toString\('hex'\)\)\s*\.toString\(32\)\s*\.padStart\(16, '0'\)/);
+    for (let i = 0; i < 50; i++) assert.match(newSessionId(), /^[0-9a-v]{16}$/);
+  });
 
   test('the 100 ms greeting hold the init() override removes is still how upstream init() works', () => {
     assert.match(SMTPConnection.prototype.init.toString(), /setTimeout\(\(\) => this\.connectionReady\(\), 100\)/);
@@ -276,6 +309,141 @@ describe('overrides over a real socket', () => {
     } finally {
       clearInterval(drip);
       c.close();
+    }
+  });
+});
+
+describe('PROXY protocol over a real socket', () => {
+  let server: TrapServer;
+  let port: number;
+  const sessions: TrapSession[] = [];
+  const rejected: Array<{ peer: string; reason: string; detail: string; cid: string }> = [];
+  let trustLoopback = true;
+
+  before(async () => {
+    const options: TrapServerOptions = {
+      name: 'trap.test',
+      authOptional: true,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      disableReverseLookup: true,
+      logger: false,
+      onConnect(session, cb) {
+        sessions.push(session as TrapSession);
+        cb();
+      },
+      proxy: {
+        expectsHeader: (peer) => trustLoopback && peer === '127.0.0.1',
+        timeoutMs: 400,
+        onRejected: (peer, cid, reason, detail) => rejected.push({ peer, cid, reason, detail }),
+      },
+      trap: { greetingDelayMs: 0, dataTimeoutMs: 5000, commandTimeoutMs: 5000, onEarlyTalker: () => undefined, onReply: () => undefined },
+    };
+    server = new TrapServer(options);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    port = (server.server.address() as { port: number }).port;
+  });
+
+  after(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  /** Sends `bytes` at once, then returns everything the server wrote until it closed (or the wait ran out). */
+  async function exchange(bytes: Buffer, waitMs = 3000): Promise<{ out: string; closed: boolean }> {
+    const s = await connectRaw(port);
+    let out = '';
+    let closed = false;
+    s.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    s.on('error', () => undefined);
+    const done = new Promise<void>((resolve) => s.once('close', () => ((closed = true), resolve())));
+    s.write(bytes);
+    await Promise.race([done, new Promise((r) => setTimeout(r, waitMs))]);
+    s.destroy();
+    return { out, closed };
+  }
+
+  test('v1 and v2 headers set the session address; SMTP pipelined behind the header in one write is answered', async () => {
+    for (const [header, ip, port_] of [
+      [v1('192.0.2.10', '198.51.100.25', 40001, 25), '192.0.2.10', 40001],
+      [v2({ src: '2001:db8::7', sport: 40002 }), '2001:db8::7', 40002],
+      [v2({ src: '::ffff:c000:20b', dst: '::1', sport: 40003 }), '192.0.2.11', 40003],
+    ] as const) {
+      const before = sessions.length;
+      const { out } = await exchange(Buffer.concat([header, Buffer.from('EHLO pipelined.example\r\nQUIT\r\n')]));
+      assert.match(out, /^220 [^\r]*\r\n250-trap\.test[\s\S]*\r\n221 /, JSON.stringify(out));
+      const s = sessions[before];
+      assert.equal(s.remoteAddress, ip);
+      assert.equal(s.remotePort, port_);
+      assert.equal(s.trapProxy?.balancer, '127.0.0.1');
+      assert.equal(s.trapProxy?.local, false);
+      assert.match(s.id, /^[0-9a-v]{16}$/);
+    }
+  });
+
+  test('v2 LOCAL keeps the real endpoints and marks the session as the balancer own', async () => {
+    const before = sessions.length;
+    const { out } = await exchange(Buffer.concat([v2Local(), Buffer.from('HELO checker\r\nQUIT\r\n')]));
+    assert.match(out, /^220 [^\r]*\r\n250 [^\r]*\r\n221 /);
+    assert.equal(sessions[before].remoteAddress, '127.0.0.1');
+    assert.deepEqual(sessions[before].trapProxy, { balancer: '127.0.0.1', local: true, version: 2 });
+  });
+
+  test('a bad header closes the connection without a byte written (smtp-server would write "* BAD")', async () => {
+    const before = sessions.length;
+    for (const [bytes, reason] of [
+      [Buffer.from('EHLO no.header.example\r\n'), 'missing'],
+      [Buffer.from('PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n'), 'malformed'],
+      [Buffer.from(`PROXY UNKNOWN ${'x'.repeat(200)}`), 'oversized'],
+    ] as const) {
+      const { out, closed } = await exchange(bytes);
+      assert.equal(out, '', `${reason}: nothing written`);
+      assert.ok(closed, `${reason}: closed`);
+      const last = rejected[rejected.length - 1];
+      assert.equal(last.reason, reason);
+      assert.equal(last.peer, '127.0.0.1');
+      assert.match(last.cid, /^[0-9a-v]{16}$/);
+    }
+    assert.equal(sessions.length, before, 'no session was made');
+  });
+
+  test('a header not complete within the deadline is cut off; so is a peer that leaves halfway', async () => {
+    const t0 = performance.now();
+    const { out, closed } = await exchange(v1('192.0.2.10', '198.51.100.25', 1, 25).subarray(0, 20), 3000);
+    assert.equal(out, '');
+    assert.ok(closed && performance.now() - t0 < 2500, 'closed at about the 400 ms deadline');
+    assert.equal(rejected[rejected.length - 1].reason, 'timeout');
+
+    const s = await connectRaw(port);
+    s.on('error', () => undefined);
+    s.end(v2().subarray(0, 10));
+    const deadline = Date.now() + 3000;
+    while (rejected[rejected.length - 1].reason !== 'closed' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(rejected[rejected.length - 1].reason, 'closed');
+    s.destroy();
+  });
+
+  test('a connection reset before its peer address could be read makes no session and is counted as reset', async () => {
+    // What the listener hands over when the peer (e.g. HAProxy's layer-4 check) reset right after connecting.
+    const dead = new net.Socket();
+    assert.equal(dead.remoteAddress, undefined);
+    const err = await new Promise<Error | null>((resolve) => server._handleProxy(dead, (e) => resolve(e)));
+    assert.match(String(err), /reset/);
+    assert.ok(dead.destroyed);
+    assert.deepEqual({ ...rejected[rejected.length - 1], cid: '' }, { peer: '', cid: '', reason: 'reset', detail: 'connection reset before its peer address could be read' });
+  });
+
+  test('a peer not in the list is a direct client: a PROXY line from it is just a bad command', async () => {
+    trustLoopback = false;
+    try {
+      const before = sessions.length;
+      const c = await RawSmtp.connect(port);
+      assert.equal((await c.read()).code, 220);
+      const r = await c.cmd('PROXY TCP4 203.0.113.66 198.51.100.25 1234 25');
+      c.close();
+      assert.ok(r.code >= 500 && r.code < 600, r.raw);
+      assert.equal(sessions[before].remoteAddress, '127.0.0.1');
+      assert.equal(sessions[before].trapProxy, undefined);
+    } finally {
+      trustLoopback = true;
     }
   });
 });

@@ -8,7 +8,8 @@ import { createLogger, type Logger } from '../log';
 import { startWorkerMetrics } from '../metrics';
 import { createObserver } from '../metrics/observer';
 import { dropPrivileges, runAsFromEnv } from '../privileges';
-import { TrapServer, type TrapConnection } from '../smtp/overrides';
+import { cidrMatcher } from '../config/cidr-list';
+import { TrapServer, type TrapConnection, type TrapProxyOptions } from '../smtp/overrides';
 import { createReverseLookup } from '../smtp/rdns';
 import { createSessionHandlers, type RuleSet } from '../smtp/session';
 import { loadTlsMaterial } from '../smtp/tls';
@@ -86,6 +87,19 @@ export async function runAcceptor(): Promise<void> {
     accepting: () => accepting,
   });
   const onData = handlers.onData!;
+  const proxy: TrapProxyOptions | undefined =
+    cfg.proxyFrom.length === 0
+      ? undefined
+      : {
+          expectsHeader: cidrMatcher(cfg.proxyFrom),
+          timeoutMs: cfg.proxyTimeoutMs,
+          onRejected(peer, cid, reason, detail) {
+            observer.proxyRejected(reason);
+            // A reset names no peer and is routine (a balancer's layer-4 checks): not worth a warning each time.
+            if (reason === 'reset') log.debug('proxy_rejected', { cid, reason, detail });
+            else log.warn('proxy_rejected', { cid, peer, reason, detail });
+          },
+        };
 
   const server = new TrapServer({
     name: cfg.me,
@@ -119,6 +133,7 @@ export async function runAcceptor(): Promise<void> {
       });
     },
     onClose: handlers.onClose,
+    proxy,
     trap: {
       greetingDelayMs: cfg.greetingDelayMs,
       dataTimeoutMs: cfg.dataTimeoutMs,
@@ -135,7 +150,13 @@ export async function runAcceptor(): Promise<void> {
       resolve();
     });
   });
-  log.info('listening', { host: cfg.smtpHost, port: cfg.smtpPort, tls: tls.source, rules: ruleSet.rules.length });
+  log.info('listening', {
+    host: cfg.smtpHost,
+    port: cfg.smtpPort,
+    tls: tls.source,
+    rules: ruleSet.rules.length,
+    ...(proxy ? { proxy_from: cfg.proxyFrom.join(',') } : {}),
+  });
   process.send?.({ type: 'acceptor:listening', slot } satisfies WorkerToPrimary);
 
   drain = (why) => {

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { LogLevel } from '../log';
+import { parseCidrList } from './cidr-list';
 import type { RcptDefaultCode } from './rcpt-regexp';
 
 /** What a parser may need besides the value: where relative paths start, and the host's facts for computed defaults. */
@@ -197,6 +198,15 @@ const runAs: Parser<RunAsSpec | null> = {
   },
 };
 
+/** Comma-separated CIDRs, canonical (cidr-list.ts says what is refused and why); empty = none. */
+function cidrs(): Parser<readonly string[]> {
+  return {
+    example: '',
+    shown: 'empty (off)',
+    parse: (raw, ctx) => Object.freeze(parseCidrList(ctx.name, raw)),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The table
 
@@ -233,6 +243,8 @@ export const SETTINGS = [
   setting('FORWARD_RETRY_BASE_MS', 'forwardRetryBaseMs', int(30000, 100, DAY_MS), 'Forward destinations (config/routes): delay before the first retry, in ms; later retries wait longer.'),
   setting('FORWARD_RETRY_MAX_MS', 'forwardRetryMaxMs', int(3600000, 100, 7 * DAY_MS), 'Longest delay between forward retries, in ms.'),
   setting('FORWARD_MAX_ATTEMPTS', 'forwardMaxAttempts', int(20, 1, 1000), 'Attempts before a message that cannot be forwarded moves to the deadletter queue.'),
+  setting('PROXY_FROM', 'proxyFrom', cidrs(), 'Load balancers (comma-separated CIDRs) whose connections must begin with a PROXY v1/v2 header; the client in it is the address recorded (docs/deployment.md).'),
+  setting('PROXY_TIMEOUT_MS', 'proxyTimeoutMs', int(5000, 100, 60000), 'Deadline for that PROXY header, in ms; a late, missing or bad one closes the connection without a reply.'),
 ] as const;
 
 type Table = typeof SETTINGS;

@@ -13,6 +13,8 @@ export const SERIES = {
   rejections: 'spamtrapd_rejections_total',
   earlyTalkers: 'spamtrapd_early_talkers_total',
   tlsSessions: 'spamtrapd_tls_sessions_total',
+  proxyLocal: 'spamtrapd_proxy_local_connections_total',
+  proxyRejections: 'spamtrapd_proxy_rejections_total',
   spoolWriteSeconds: 'spamtrapd_spool_write_seconds',
   sessionSeconds: 'spamtrapd_session_seconds',
   forwardDelivered: 'spamtrapd_forward_delivered_total',
@@ -47,6 +49,15 @@ export const REJECTION_REASONS = [
   'early_talker_refused',
 ] as const;
 
+/**
+ * Why a connection from a PROXY_FROM balancer was closed before SMTP: no PROXY signature, a header that breaks the
+ * protocol, one longer than the limits, one not complete within PROXY_TIMEOUT_MS, or the peer gone before it was;
+ * `reset` is a connection reset before its peer address could even be read (whether it owed a header is unknown:
+ * HAProxy's plain layer-4 checks and connect scans do this). A fixed set: the label never carries client bytes.
+ */
+export const PROXY_REJECTION_REASONS = ['missing', 'malformed', 'oversized', 'timeout', 'closed', 'reset'] as const;
+export type ProxyRejectionReason = (typeof PROXY_REJECTION_REASONS)[number];
+
 /*
  * Bucket choices.
  * spool write (tmp write + fsync + link of data and control file): a healthy local disk takes well under a
@@ -68,6 +79,8 @@ export interface WorkerMetrics {
   rejections: Counter<'reason'>;
   earlyTalkers: Counter<never>;
   tlsSessions: Counter<never>;
+  proxyLocal: Counter<never>;
+  proxyRejections: Counter<'reason'>;
   spoolWriteSeconds: Histogram<never>;
   sessionSeconds: Histogram<never>;
   forwardDelivered: Counter<never>;
@@ -128,6 +141,17 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
       help: 'Sessions upgraded with STARTTLS.',
       registers,
     }),
+    proxyLocal: new client.Counter({
+      name: SERIES.proxyLocal,
+      help: 'Connections from a PROXY_FROM balancer whose header names no client (v2 LOCAL such as health checks, v2 UNSPEC or UNIX, v1 UNKNOWN): answered, not counted as clients.',
+      registers,
+    }),
+    proxyRejections: new client.Counter({
+      name: SERIES.proxyRejections,
+      help: 'Connections from a PROXY_FROM balancer closed without a reply because their PROXY header was missing, malformed, oversized, late or cut off; reset: reset before the peer address could be read.',
+      labelNames: ['reason'],
+      registers,
+    }),
     spoolWriteSeconds: new client.Histogram({
       name: SERIES.spoolWriteSeconds,
       help: 'Time from the end of DATA (the final dot) until the message is committed in every queue it goes to.',
@@ -158,5 +182,6 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
   };
   for (const code of RECIPIENT_CODES) m.recipients.inc({ code }, 0);
   for (const reason of REJECTION_REASONS) m.rejections.inc({ reason }, 0);
+  for (const reason of PROXY_REJECTION_REASONS) m.proxyRejections.inc({ reason }, 0);
   return m;
 }

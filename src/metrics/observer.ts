@@ -6,6 +6,8 @@ export function createObserver(handle: WorkerMetricsHandle): TrapObserver {
   const m = handle.metrics;
   return {
     connectionSeen: () => m.connectionsTotal.inc(),
+    proxyLocal: () => m.proxyLocal.inc(),
+    proxyRejected: (reason) => m.proxyRejections.inc({ reason }),
     connectionOpened: () => m.connectionsActive.inc(),
     connectionClosed(seconds) {
       m.connectionsActive.dec();

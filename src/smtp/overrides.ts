@@ -9,12 +9,17 @@
  *  - any HELO/EHLO argument is accepted and kept raw (not lower-cased) for the Received header;
  *  - the RCPT reply text comes from the rcpt_regexp rule, and some rules close the connection after it;
  *  - a DATA phase has an absolute deadline, and so has each command, so a slow-drip client cannot hold a session;
- *  - every reply passes one tap, so rejections are counted where they are sent.
+ *  - every reply passes one tap, so rejections are counted where they are sent;
+ *  - a balancer in PROXY_FROM must begin with a PROXY header, v1 or v2 (smtp-server reads v1 only), whose client
+ *    address becomes the session's; a bad header closes the connection without a reply.
  */
+import crypto from 'node:crypto';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import type { ProxyRejectionReason } from '../metrics/definitions';
+import { readProxyHeader } from './proxy-reader';
 
 /** The pinned smtp-server version these overrides were written against. */
 export const SMTP_SERVER_VERSION = '3.21.6';
@@ -29,6 +34,17 @@ export interface TrapSessionState {
   trapDisconnect?: boolean;
   /** True when the client sent a command before the greeting. */
   trapEarlyTalker?: boolean;
+  /** Set for a connection that came through a PROXY_FROM balancer. */
+  trapProxy?: ProxiedVia;
+}
+
+/** How a connection reached the trap through a balancer that sent a PROXY header. */
+export interface ProxiedVia {
+  /** The balancer's own address (the socket's peer); session.remoteAddress is the client's from the header. */
+  readonly balancer: string;
+  /** The header named no client (v2 LOCAL such as a health check, v2 UNSPEC/UNIX, v1 UNKNOWN): not a client. */
+  readonly local: boolean;
+  readonly version: 1 | 2;
 }
 export type TrapSession = SMTPServerSession & TrapSessionState;
 
@@ -48,7 +64,20 @@ export interface TrapHooks {
   onReply(session: TrapSession, code: number, text: string, context: string | false | undefined): void;
 }
 
-export type TrapServerOptions = SMTPServerOptions & { trap: TrapHooks };
+/** The PROXY protocol on the SMTP port (PROXY_FROM); absent = every connection is direct. */
+export interface TrapProxyOptions {
+  /** Whether a connection from this peer address must begin with a PROXY header. */
+  expectsHeader(peerAddress: string | undefined): boolean;
+  /** Deadline for the whole header, from accept. */
+  timeoutMs: number;
+  /** Called once per connection closed because of its header. */
+  onRejected(peerAddress: string, sessionId: string, reason: ProxyRejectionReason, detail: string): void;
+}
+
+export type TrapServerOptions = SMTPServerOptions & { trap: TrapHooks; proxy?: TrapProxyOptions };
+
+/** What _handleProxy hands to connect(): smtp-server's socket options plus how the connection came in. */
+type TrapSocketOptions = SMTPConnectionOptions & { trapProxy?: ProxiedVia };
 
 type Callback = () => void;
 
@@ -97,10 +126,28 @@ export function partless(address: string): boolean {
   return at <= 0 || at === address.length - 1;
 }
 
+/** A session id of the form smtp-server gives: 80 random bits in base 32, 16 characters. */
+export function newSessionId(): string {
+  return BigInt('0x' + crypto.randomBytes(10).toString('hex'))
+    .toString(32)
+    .padStart(16, '0');
+}
+
+/** A peer address as smtp-server keeps it: an IPv4-mapped IPv6 address in its IPv4 form. */
+function plainAddress(address: string | undefined): string {
+  return (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+}
+
 export class TrapConnection extends SMTPConnection {
   private earlyCommand: [Buffer, Callback | undefined] | null = null;
   private dataDeadline: NodeJS.Timeout | null = null;
   private commandDeadline: NodeJS.Timeout | null = null;
+
+  constructor(server: SMTPServer, socket: net.Socket | tls.TLSSocket, options?: TrapSocketOptions | null) {
+    super(server, socket, options);
+    // smtp-server reuses this object as the session for the whole connection.
+    if (options?.trapProxy) (this.session as TrapSession).trapProxy = options.trapProxy;
+  }
 
   private get hooks(): TrapHooks {
     return (this._server.options as TrapServerOptions).trap;
@@ -251,8 +298,59 @@ export class TrapServer extends SMTPServer {
     super(options);
   }
 
+  private get proxy(): TrapProxyOptions | undefined {
+    return (this.options as TrapServerOptions).proxy;
+  }
+
+  /** Replaces smtp-server's useProxy list of exact addresses with PROXY_FROM's networks. */
+  override _expectsProxyHeader(socket: net.Socket): boolean {
+    return this.proxy?.expectsHeader(socket.remoteAddress) ?? false;
+  }
+
+  /**
+   * Replaces smtp-server's v1-only reader: v1 or v2 from a PROXY_FROM peer, within the deadline, and a bad header
+   * closes the connection silently (smtp-server would write `* BAD`). An error passed to the callback makes
+   * smtp-server drop the socket without a session; the socket is already destroyed by then.
+   */
+  override _handleProxy(socket: net.Socket, callback: (err: Error | null, socketOptions?: TrapSocketOptions & { id: string }) => void): void {
+    // Upstream also sets `ignore` from ignoredHosts here; the trap sets no ignoredHosts.
+    const socketOptions: TrapSocketOptions & { id: string } = { id: newSessionId() };
+    const proxy = this.proxy;
+    if (proxy && socket.remoteAddress === undefined) {
+      // Reset before accept() could read the peer address: whether it owed a header cannot be known, and it can
+      // carry no session. Without this it would go on as a direct client with no address.
+      socket.on('error', () => undefined);
+      socket.destroy();
+      proxy.onRejected('', socketOptions.id, 'reset', 'connection reset before its peer address could be read');
+      setImmediate(() => callback(new Error('PROXY header reset: peer address unknown')));
+      return;
+    }
+    if (!proxy || !this._expectsProxyHeader(socket)) {
+      setImmediate(() => callback(null, socketOptions));
+      return;
+    }
+    const balancer = plainAddress(socket.remoteAddress);
+    // PROXY_TIMEOUT_MS governs the header: smtp-server's pre-connect idle timer (IDLE_TIMEOUT_MS) could otherwise
+    // close the socket first and the rejection would be counted as `closed` instead of `timeout`.
+    socket.setTimeout(0);
+    readProxyHeader(socket, proxy.timeoutMs, (outcome) => {
+      if (!outcome.ok) {
+        proxy.onRejected(balancer, socketOptions.id, outcome.reason, outcome.detail);
+        callback(new Error(`PROXY header ${outcome.reason}: ${outcome.detail}`));
+        return;
+      }
+      const { source, version } = outcome.header;
+      socketOptions.trapProxy = { balancer, local: source === null, version };
+      if (source) {
+        socketOptions.remoteAddress = source.address;
+        socketOptions.remotePort = source.port;
+      }
+      callback(null, socketOptions);
+    });
+  }
+
   /** Same as smtp-server's connect(), with the trap's connection class. */
-  override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+  override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: TrapSocketOptions | null): void {
     const connection = new TrapConnection(this, socket, socketOptions);
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));

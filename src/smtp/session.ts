@@ -9,6 +9,7 @@ import { evaluateRecipient, rcptReply, type RcptRule } from '../config/rcpt-rege
 import { splitByDestination, type Route } from '../config/routes';
 import type { CommittedJob, PendingJob } from '../dirqueue';
 import type { Logger } from '../log';
+import type { ProxyRejectionReason } from '../metrics/definitions';
 import type { TrapHooks, TrapSession } from './overrides';
 import { buildReceivedHeader, cleanAddress } from './received';
 import { classifyReply } from './replies';
@@ -17,8 +18,12 @@ import type { Spool } from '../spool';
 
 /** What the session reports, for metrics; kept abstract so session logic tests need no registry. */
 export interface TrapObserver {
-  /** Every connection that reached the session layer, refused ones included. */
+  /** Every client connection that reached the session layer, refused ones included. */
   connectionSeen(): void;
+  /** A balancer's own connection (its PROXY header named no client), e.g. a health check: answered, not a client. */
+  proxyLocal(): void;
+  /** A PROXY_FROM connection closed because of its header, before any session. */
+  proxyRejected(reason: ProxyRejectionReason): void;
   /** A connection that was let in (and will be reported closed). */
   connectionOpened(): void;
   connectionClosed(seconds: number): void;
@@ -61,6 +66,8 @@ interface AcceptedRecipient {
 /** Per-connection trap state, beside smtp-server's session object. */
 interface ConnectionState {
   openedAt: number;
+  /** False for a balancer's own connection: it is kept out of the client counts and the per-IP limit. */
+  client: boolean;
   rdns: Promise<string | null>;
   /** Lower-cased address -> note, for the recipients accepted in the current transaction. */
   notes: Map<string, string | null>;
@@ -78,6 +85,11 @@ function metaValue(s: string): string {
   return s.replace(/[\x00-\x1f\x7f]/g, '?');
 }
 
+/** The balancer a proxied connection came through, for log lines; nothing for a direct one. */
+function via(session: TrapSession): { proxy?: string } {
+  return session.trapProxy ? { proxy: session.trapProxy.balancer } : {};
+}
+
 export function createSessionHandlers(deps: SessionDeps): Pick<
   SMTPServerOptions,
   'onConnect' | 'onSecure' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'
@@ -89,7 +101,7 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
     hooks: {
       onEarlyTalker(session) {
         observer.earlyTalker();
-        log.info('early_talker', { cid: session.id, ip: session.remoteAddress });
+        log.info('early_talker', { cid: session.id, ip: session.remoteAddress, ...via(session) });
       },
       onReply(_session, code, text, context) {
         const reason = classifyReply(code, text, context);
@@ -100,10 +112,16 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
     },
 
     onConnect(session, callback) {
-      observer.connectionSeen();
+      const proxied = (session as TrapSession).trapProxy;
+      const client = !proxied?.local;
+      if (client) observer.connectionSeen();
+      else {
+        observer.proxyLocal();
+        log.debug('proxy_local', { cid: session.id, proxy: proxied.balancer, version: proxied.version });
+      }
       if (!deps.accepting()) return callback(smtpError(421, `${settings.me} Service shutting down, try again later`));
       const ip = session.remoteAddress;
-      if (settings.maxConnectionsPerIp > 0) {
+      if (client && settings.maxConnectionsPerIp > 0) {
         const n = (perIp.get(ip) ?? 0) + 1;
         if (n > settings.maxConnectionsPerIp) {
           observer.rejection('connection_limit_ip');
@@ -113,12 +131,14 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
       }
       states.set(session, {
         openedAt: performance.now(),
+        client,
         // Started now, awaited only when a message needs its Received header: the greeting never waits on DNS.
-        rdns: deps.reverseLookup(ip),
+        // A balancer's health checks would cost a PTR query each and never carry mail worth one.
+        rdns: client ? deps.reverseLookup(ip) : Promise.resolve(null),
         notes: new Map(),
         transactions: 0,
       });
-      observer.connectionOpened();
+      if (client) observer.connectionOpened();
       callback();
     },
 
@@ -143,6 +163,7 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
         log.info('rcpt_refused', {
           cid: session.id,
           ip: session.remoteAddress,
+          ...via(trap),
           rcpt: address.address,
           reply: `${reply.code} ${reply.message}`,
           rule: reply.decidedBy === 'default' ? 'default' : `${reply.decidedBy.file}:${reply.decidedBy.line}`,
@@ -166,6 +187,7 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
       const state = states.get(session);
       if (!state) return;
       states.delete(session);
+      if (!state.client) return;
       const ip = session.remoteAddress;
       if (settings.maxConnectionsPerIp > 0) {
         const n = (perIp.get(ip) ?? 1) - 1;
@@ -207,6 +229,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
   const logFields = {
     cid: session.id,
     ip: session.remoteAddress,
+    ...via(session),
     helo,
     from: mailFrom,
     rcpts: recipients.map((r) => r.address).join(','),

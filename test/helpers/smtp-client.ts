@@ -37,9 +37,10 @@ export class RawSmtp {
     socket.on('error', () => undefined);
   }
 
-  static connect(port: number, host = '127.0.0.1', timeoutMs = 5000): Promise<RawSmtp> {
+  /** `localAddress` binds the client end, e.g. 127.0.5.7 (all of 127.0.0.0/8 is on lo) to look like another host. */
+  static connect(port: number, host = '127.0.0.1', timeoutMs = 5000, localAddress?: string): Promise<RawSmtp> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ port, host });
+      const s = net.connect({ port, host, localAddress });
       const t = setTimeout(() => {
         s.destroy();
         reject(new Error(`connect to ${host}:${port} timed out`));
