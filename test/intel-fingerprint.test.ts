@@ -185,6 +185,7 @@ describe('fingerprint: id', () => {
     assert.match(fp.id, FINGERPRINT_ID);
     // Pinned: if this changes, every id in operators' queues and dashboards changed with it.
     assert.equal(fp.id, fingerprintId(fp.features));
+    assert.equal(fp.id, 'v1-7up3oe6nvpyy', 'the example in docs/fingerprints.md');
     // base32(sha256("spamtrapd-fingerprint-v1\ntalk=0"))[0..12], computed independently of this code.
     assert.equal(fingerprintId('talk=0'), 'v1-7wp4zo3em75b');
   });
