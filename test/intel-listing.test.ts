@@ -248,3 +248,16 @@ describe('listing: restore', () => {
     assert.ok(listed(dst.get('192.0.2.1', T0 + 11_500)!, T0 + 11_500, dst.currentPolicy()));
   });
 });
+
+describe('listing: walks by address family', () => {
+  it('gives IPv4 or IPv6 entries alone when asked, in recency order', () => {
+    const l = new Listing(10, policy());
+    l.message('2001:db8::1', T0, msg());
+    l.message('192.0.2.1', T0 + 1, msg());
+    l.message('::ffff:192.0.2.2', T0 + 2, msg());
+    l.message('2001:db8::2', T0 + 3, msg());
+    assert.deepEqual([...l.listed(T0 + 4, 4)].map((e) => e.ip), ['192.0.2.1', '192.0.2.2']);
+    assert.deepEqual([...l.listed(T0 + 4, 6)].map((e) => e.ip), ['2001:db8::1', '2001:db8::2']);
+    assert.equal([...l.listed(T0 + 4)].length, 4);
+  });
+});

@@ -11,7 +11,7 @@
  * that every look for the oldest must step over until V8 rehashes: 200 us per eviction at 100,000 entries.)
  * Times are whole Unix seconds (first seen rounded down, last seen up, so TTLs never end early).
  */
-import ipaddr from 'ipaddr.js';
+import type ipaddr from 'ipaddr.js';
 import { parseAddress, type ParsedAddress } from './address';
 import { FINGERPRINT_ID, type SessionEnd } from './fingerprint';
 import { INTEL_LIMITS } from './limits';
@@ -171,19 +171,24 @@ export class Listing {
   }
 
   /**
-   * Entries alive at `nowMs`, least recently seen first. The keys are taken up front, so events arriving while a
-   * caller awaits between items neither repeat nor hide entries; each entry is read when it is reached.
+   * Entries alive at `nowMs`, least recently seen first, of one address family when given. The keys are taken up
+   * front, so events arriving while a caller awaits between items neither repeat nor hide entries; each entry is read
+   * when it is reached.
    */
-  *entries(nowMs: number): Generator<ListingEntry> {
+  *entries(nowMs: number, family?: 4 | 6): Generator<ListingEntry> {
     for (const key of this.keysInOrder()) {
+      if (family !== undefined && (typeof key === 'number') !== (family === 4)) continue;
       const slot = this.slotOf(key);
       if (slot !== undefined && !this.isExpired(slot, nowMs)) yield this.entryAt(slot);
     }
   }
 
-  /** The listed entries at `nowMs` (threshold and TTL; excluded addresses are never stored), oldest first. */
-  *listed(nowMs: number): Generator<ListingEntry> {
-    for (const e of this.entries(nowMs)) if (qualifies(e, nowMs, this.policy)) yield e;
+  /**
+   * The listed entries at `nowMs` (threshold and TTL; excluded addresses are never stored), oldest first; of one
+   * address family when given.
+   */
+  *listed(nowMs: number, family?: 4 | 6): Generator<ListingEntry> {
+    for (const e of this.entries(nowMs, family)) if (qualifies(e, nowMs, this.policy)) yield e;
   }
 
   /** How many entries are listed at `nowMs`: one pass, for a gauge refreshed with each export, not per scrape. */
@@ -394,6 +399,8 @@ export class Listing {
   private recordAt(slot: number): ListingRecord {
     const state = this.hashState[slot];
     const n = state > K ? K : state;
+    const hashes: number[] = [];
+    for (let i = 0; i < n; i++) hashes.push(this.hashes[slot * K + i]);
     return {
       ip: keyText(this.keyOf[slot]!),
       messages: this.messages[slot],
@@ -404,7 +411,7 @@ export class Listing {
       fingerprint: this.fpRef[slot] === 0 ? null : this.fpIds[this.fpRef[slot]],
       lastEnd: END_OF[this.endCode[slot]],
       recipientState: state,
-      recipientHashes: Array.from(this.hashes.subarray(slot * K, slot * K + n)),
+      recipientHashes: hashes,
     };
   }
 }
@@ -416,9 +423,10 @@ function keyOfAddress(a: ParsedAddress): number | string {
   return ((o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3]) | 0;
 }
 
+/** Printing a dotted quad needs no parser; this runs for every entry of every export. */
 function keyText(key: number | string): string {
   if (typeof key === 'string') return key;
-  return new ipaddr.IPv4([(key >>> 24) & 255, (key >>> 16) & 255, (key >>> 8) & 255, key & 255]).toString();
+  return `${(key >>> 24) & 255}.${(key >>> 16) & 255}.${(key >>> 8) & 255}.${key & 255}`;
 }
 
 /** HELOs come from bots: at most heloMaxChars are kept, as a string of their own (a slice could pin its parent). */

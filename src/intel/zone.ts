@@ -25,8 +25,19 @@ export function ipv6ZonePath(ip4File: string): string {
 
 /** The TXT text of an entry; only digits, letters and punctuation rbldnsd reads literally (no `$` but the address). */
 export function txtText(e: Pick<ListingEntry, 'messages' | 'lastSeen'>): string {
-  const when = new Date(e.lastSeen).toISOString().replace(/\.\d{3}Z$/, 'Z');
-  return `$ sent ${e.messages} message${e.messages === 1 ? '' : 's'} to spamtraps, last seen ${when}`;
+  return `$ sent ${e.messages} message${e.messages === 1 ? '' : 's'} to spamtraps, last seen ${isoSecond(e.lastSeen)}`;
+}
+
+/** Entries come in recency order, so neighbours often share their last-seen second: format each second once. */
+let lastSecond = NaN;
+let lastIso = '';
+function isoSecond(ms: number): string {
+  const sec = Math.floor(ms / 1000);
+  if (sec !== lastSecond) {
+    lastSecond = sec;
+    lastIso = new Date(sec * 1000).toISOString().replace('.000Z', 'Z');
+  }
+  return lastIso;
 }
 
 export function zoneLine(e: ListingEntry): string {
@@ -37,15 +48,19 @@ async function* zoneLines(listing: Listing, nowMs: number, family: 4 | 6, count:
   const kind = family === 4 ? 'ip4set' : 'ip6trie';
   yield `# spamtrapd listing, ${kind} dataset for rbldnsd, written ${new Date(nowMs).toISOString()}\n`;
   yield `:${LISTED_A_VALUE}:\n`;
+  // Lines go out in batches: one async step per line would cost more than formatting it.
+  let chunk = '';
   let seen = 0;
-  for (const e of listing.listed(nowMs)) {
-    if (isIPv6Key(e.ip) === (family === 6)) {
-      yield zoneLine(e);
-      count.n++;
+  for (const e of listing.listed(nowMs, family)) {
+    chunk += zoneLine(e);
+    count.n++;
+    if (++seen % INTEL_LIMITS.listing.writeBatchEntries === 0) {
+      yield chunk;
+      chunk = '';
+      await yieldToLoop();
     }
-    if (++seen % INTEL_LIMITS.listing.writeBatchEntries === 0) await yieldToLoop();
   }
-  yield `# ${count.n} addresses\n`;
+  yield chunk + `# ${count.n} addresses\n`;
 }
 
 export interface ZoneWriteResult {
