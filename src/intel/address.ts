@@ -1,7 +1,7 @@
 /**
  * Client addresses as the listing keys them, and the CIDR ranges LISTING_EXCLUDE names. One spelling per address:
  * IPv4 dotted quad; IPv4-mapped IPv6 (`::ffff:192.0.2.7`, what a dual-stack socket reports) folds into IPv4;
- * IPv6 compressed and lower-case (RFC 5952), without a zone id.
+ * IPv6 compressed and lower-case, without a zone id.
  */
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';

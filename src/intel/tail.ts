@@ -179,7 +179,7 @@ export function formatDroppedJson(n: number): string {
   return JSON.stringify({ dropped: n });
 }
 
-/** Server-sent events framing (HTML Living Standard, "Server-sent events"): one event, every line of `data` kept. */
+/** Server-sent events framing: one event, every line of `data` kept. */
 export function sseEvent(event: string, data: string): string {
   return `event: ${event}\n${data.split(/\r\n|\r|\n/).map((l) => `data: ${l}`).join('\n')}\n\n`;
 }

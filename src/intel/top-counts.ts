@@ -1,7 +1,6 @@
 /**
- * Heavy hitters in bounded memory: the Space-Saving algorithm (Metwally, Agrawal, El Abbadi, 2005). At most
- * `capacity` keys are counted; a new key replaces the one with the smallest count and inherits that count as its
- * possible overestimate (`error`). Every key seen more than total/capacity times is guaranteed to be held, and for each
+ * Heavy hitters in bounded memory: the Space-Saving algorithm. At most `capacity` keys are counted; a new key
+ * replaces the one with the smallest count and inherits that count as its possible overestimate (`error`). Every key seen more than total/capacity times is guaranteed to be held, and for each
  * held key `count - error <= true count <= count`. Used for the most-hit trap recipients (a dictionary attack sends
  * millions of distinct ones) and behind the fingerprint metric's label choice (stable-labels.ts).
  *

@@ -1,5 +1,5 @@
 /**
- * The listing as rbldnsd data files (rbldnsd(8), "DATASET TYPES AND FORMATS"), so a DNSBL can be served from it:
+ * The listing as rbldnsd data files (docs/listing.md), so a DNSBL can be served from it:
  *
  *   LISTING_ZONE_FILE           ip4set: IPv4 addresses          rbldnsd ... bl.example:ip4set:FILE
  *   the same path, .ip6trie     ip6trie: IPv6 addresses (/128)  rbldnsd ... bl.example:ip6trie:FILE6
@@ -15,7 +15,7 @@ import { isIPv6Key } from './address';
 import { INTEL_LIMITS } from './limits';
 import type { Listing, ListingEntry } from './listing';
 
-/** The A record of a listed address: 127.0.0.2, the DNSBL convention for "listed" (RFC 5782). */
+/** The A record of a listed address: 127.0.0.2, what DNSBL clients take for "listed". */
 export const LISTED_A_VALUE = '127.0.0.2';
 
 /** Where the IPv6 dataset goes: beside the IPv4 one, `.ip4set` replaced by (or else followed by) `.ip6trie`. */
