@@ -15,6 +15,7 @@ import { createSessionHandlers, type RuleSet } from '../smtp/session';
 import { loadTlsMaterial } from '../smtp/tls';
 import { Spool } from '../spool';
 import { EXIT_FATAL } from '../exit-codes';
+import { failpoint } from '../failpoints';
 import { VERSION } from '../version';
 import { connectToPrimary, exitAfterFinalPush } from '../worker-process';
 
@@ -50,6 +51,7 @@ export async function runAcceptor(): Promise<void> {
   const { config } = link;
   const cfg = config.settings;
   log = createLogger(cfg.logLevel, { proc: `acceptor${slot}`, pid: process.pid });
+  if (failpoint('acceptor-exit-at-start') === String(slot)) throw new Error('failpoint acceptor-exit-at-start');
   ruleSet = ruleSetOf(config);
 
   const metrics = startWorkerMetrics({ slot, intervalMs: cfg.metricsPushIntervalMs });

@@ -50,8 +50,12 @@ export interface DaemonOptions {
   spoolDir?: string;
   /** Reuse a config dir. */
   configDir?: string;
-  /** Wait for this many acceptors to listen (default: workers). */
+  /** Wait for this many acceptors to listen (default: workers; 0 = only until the metrics port is up). */
   waitListening?: number;
+  /** Written to WORKDIR/.env, the daemon's working directory. */
+  dotenv?: string;
+  /** Variables the test environment must not set, so .env can (the environment wins over .env). */
+  omitEnv?: string[];
 }
 
 export class Daemon {
@@ -140,32 +144,36 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
   fs.mkdirSync(configDir, { recursive: true });
   if (opts.rcptRegexp !== undefined) fs.writeFileSync(path.join(configDir, 'rcpt_regexp'), opts.rcptRegexp);
   if (opts.routes !== undefined) fs.writeFileSync(path.join(configDir, 'routes'), opts.routes);
+  if (opts.dotenv !== undefined) fs.writeFileSync(path.join(workDir, '.env'), opts.dotenv);
   const port = await freePort();
   const metricsPort = await freePort();
   const workers = opts.workers ?? 2;
+  const env: Record<string, string | undefined> = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    SMTP_HOST: '127.0.0.1',
+    SMTP_PORT: String(port),
+    METRICS_HOST: '127.0.0.1',
+    METRICS_PORT: String(metricsPort),
+    WORKERS: String(workers),
+    SPOOL_DIR: spoolDir,
+    CONFIG_DIR: configDir,
+    ME: 'trap.test',
+    RDNS_TIMEOUT_MS: '0',
+    LOG_LEVEL: 'info',
+    ...opts.env,
+  };
+  for (const name of opts.omitEnv ?? []) delete env[name];
   const proc = spawn(process.execPath, [path.join(builtRoot(), 'workers', 'cli.js'), 'start'], {
     cwd: workDir,
     // Its own process group, so destroy() can kill the acceptors too.
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      SMTP_HOST: '127.0.0.1',
-      SMTP_PORT: String(port),
-      METRICS_HOST: '127.0.0.1',
-      METRICS_PORT: String(metricsPort),
-      WORKERS: String(workers),
-      SPOOL_DIR: spoolDir,
-      CONFIG_DIR: configDir,
-      ME: 'trap.test',
-      RDNS_TIMEOUT_MS: '0',
-      LOG_LEVEL: 'info',
-      ...opts.env,
-    },
+    env,
   });
   const d = new Daemon(proc, port, metricsPort, spoolDir, configDir, workDir);
   try {
+    await d.waitForLog(/ info metrics /, 30000);
     await d.waitForLog(/ info listening /, 30000, opts.waitListening ?? workers);
   } catch (err) {
     // A daemon that never came up must not outlive the test, nor leave its temporary directory behind.
