@@ -1,7 +1,8 @@
 /**
  * The forward relay against real SMTP receivers on loopback: smtp-server scripted per test, a TCP listener that
  * drops every connection (an MTA that is down), Postfix's smtp-sink when installed, and relay processes that are
- * SIGKILLed at the two moments the delivery guarantee is about; a full disk injected into an in-process relay.
+ * SIGKILLed at the two moments the delivery guarantee is about; local failures (a full disk, a queue file that will
+ * not go) injected into an in-process relay.
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +16,7 @@ import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { parseForwardUrl } from '../src/config/routes';
 import { forwardQueueName } from '../src/spool-layout';
 import { readRunningConfig } from '../src/config/running-config';
-import { DirQueueReader, DirQueueWriter, type DirQueueFs, type Job } from '../src/dirqueue';
+import { DirQueueReader, DirQueueWriter, Job, type DirQueueFs } from '../src/dirqueue';
 import { backoffMs, destinationOfQueue, ForwardRelay, reinjectDeadLetters, RelayStateStore, type ForwardRelayOptions, type JobState } from '../src/forward';
 import { createLogger } from '../src/log';
 import { expectFdsAtMost, openFdCount } from './helpers/open-fds';
@@ -488,9 +489,38 @@ function fullDiskFs(full: () => boolean): DirQueueFs {
   return { ...fsp, open };
 }
 
+/** State writes of the phases in `phases` fail with ENOSPC while `full()` says so; returns how many failed. */
+function failStateWrites(relay: ForwardRelay, phases: JobState['phase'][], full: () => boolean): { failed: number } {
+  const n = { failed: 0 };
+  const real = relay.store.write.bind(relay.store);
+  relay.store.write = async (queue, jobId, st) => {
+    if (full() && phases.includes(st.phase)) {
+      n.failed++;
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    }
+    return real(queue, jobId, st);
+  };
+  return n;
+}
+
+/**
+ * Job.finish() as when queue/ refuses the unlink (EACCES, EROFS) while `stuck()` says so: Job.finish only warns, the
+ * control and data files stay, the lock goes. Returns the restore function.
+ */
+function finishLeavesQueueFile(stuck: () => boolean): () => void {
+  const real = Job.prototype.finish;
+  Job.prototype.finish = async function (this: Job) {
+    if (!stuck()) return real.call(this);
+    await fsp.unlink(this.activePath).catch(() => undefined);
+  };
+  return () => {
+    Job.prototype.finish = real;
+  };
+}
+
 const count = (lines: string[], event: string) => lines.filter((l) => l.includes(` ${event} `)).length;
 
-describe('local failures: a full disk', () => {
+describe('local failures: a full disk, a queue file that will not go', () => {
   for (const c of [
     {
       copy: 'dead letter',
@@ -548,6 +578,96 @@ describe('local failures: a full disk', () => {
     assert.deepEqual(await copy!.readData(), m);
     assert.equal(copy!.metadata['deadletter_queue'], undefined);
     assert.equal((await jobsOf(spool, 'deadletter')).length, 0);
+  });
+
+  test("the MTA's 250 cannot be recorded (state writes fail): sent once, the job finished all the same", async () => {
+    const rx = await receiver();
+    const spool = makeSpool();
+    const q = forwardQueueName('127.0.0.1', rx.port);
+    const m = storedMessage('unrecorded');
+    await enqueue(spool, q, m, { mail_from: 'x@bad.example', rcpt_to: 'root@victim.example' });
+    const t = makeRelay(spool);
+    const writes = failStateWrites(t.relay, ['resolved'], () => true);
+    await t.relay.start();
+    await waitFor('the job finished (or sent twice)', () => (queueFiles(spool, q).length === 0 && stateFiles(spool).length === 0) || rx.transactions > 1);
+    // Further poll rounds must not send anything again.
+    await sleep(300);
+    assert.equal(rx.transactions, 1, t.lines.join(''));
+    assert.deepEqual(rx.messages.map((x) => x.data), [m]);
+    assert.ok(writes.failed >= 1);
+    assert.equal(count(t.lines, 'forward_state_unsaved'), 1);
+    assert.equal(count(t.lines, 'forward_ambiguous'), 0);
+    assert.equal(t.delivered.n, 1);
+    assert.deepEqual(queueFiles(spool, q), []);
+  });
+
+  test('neither recorded nor finished: the outcome stays in memory, is written once writes work, the job finished once it can', async () => {
+    const rx = await receiver();
+    const spool = makeSpool();
+    const q = forwardQueueName('127.0.0.1', rx.port);
+    const id = await enqueue(spool, q, storedMessage('stuck'), { mail_from: 'x@bad.example', rcpt_to: 'root@victim.example' });
+    let diskFull = true;
+    let stuck = true;
+    const t = makeRelay(spool);
+    failStateWrites(t.relay, ['resolved'], () => diskFull);
+    const restore = finishLeavesQueueFile(() => stuck);
+    try {
+      await t.relay.start();
+      await waitFor('three rounds of trying to finish (or a second send)', () => count(t.lines, 'forward_job_error') >= 3 || rx.transactions > 1);
+      assert.equal(rx.transactions, 1, t.lines.join(''));
+      assert.equal((await new RelayStateStore(spool).read(q, id))?.phase, 'delivering', 'the resolved record could not be written');
+      assert.match(t.lines.find((l) => l.includes(' forward_job_error '))!, /finish\(\) left .* in place/);
+
+      diskFull = false;
+      await waitFor('the outcome written at a later pickup', async () => (await new RelayStateStore(spool).read(q, id))?.phase === 'resolved');
+      const st = (await new RelayStateStore(spool).read(q, id))!;
+      assert.deepEqual(st.outcome?.delivered, ['root@victim.example']);
+      assert.equal((await jobsOf(spool, q)).length, 1, 'still queued');
+
+      stuck = false;
+      await waitFor('the job finished', () => queueFiles(spool, q).length === 0 && stateFiles(spool).length === 0);
+      await sleep(300);
+      assert.equal(rx.transactions, 1);
+      assert.equal(rx.messages.length, 1);
+      assert.equal(count(t.lines, 'forward_ambiguous'), 0);
+      assert.equal(t.delivered.n, 1);
+    } finally {
+      restore();
+    }
+  });
+
+  test('finish() leaves the queue file: the resolved state stays, and a restarted relay completes the job without sending it', async () => {
+    const rx = await receiver();
+    const spool = makeSpool();
+    const q = forwardQueueName('127.0.0.1', rx.port);
+    const id = await enqueue(spool, q, storedMessage('unfinished'), { mail_from: 'x@bad.example', rcpt_to: 'root@victim.example' });
+    let finishes = 0;
+    const restore = finishLeavesQueueFile(() => ++finishes === 1);
+    try {
+      // A minute of pause after the failed finish(): the restarted relay, not this one, completes the job.
+      const t1 = makeRelay(spool, { retryBaseMs: 60_000, retryMaxMs: 60_000 });
+      await t1.relay.start();
+      await waitFor('finish() called', () => finishes >= 1);
+      // stop() waits until the relay is done with the job.
+      await t1.relay.stop(5000);
+      assert.equal(rx.transactions, 1);
+      assert.equal((await jobsOf(spool, q)).length, 1, 'the job is still queued');
+      const st = await new RelayStateStore(spool).read(q, id);
+      assert.equal(st?.phase, 'resolved', 'the state of a job still queued is kept');
+      assert.deepEqual(st?.outcome?.delivered, ['root@victim.example']);
+      assert.match(t1.lines.join(''), /forward_attempt .*result=delivered[^]*forward_job_error .*finish\(\) left/);
+
+      const t2 = makeRelay(spool);
+      await t2.relay.start();
+      await waitFor('the job finished (or sent again)', () => queueFiles(spool, q).length === 0 || rx.transactions > 1);
+      await sleep(300);
+      assert.equal(rx.transactions, 1, 'the MTA was not contacted again');
+      assert.equal(count(t2.lines, 'forward_recovered'), 1);
+      assert.deepEqual(queueFiles(spool, q), []);
+      assert.deepEqual(stateFiles(spool), []);
+    } finally {
+      restore();
+    }
   });
 });
 

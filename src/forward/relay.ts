@@ -44,8 +44,8 @@ export interface ForwardRelayOptions {
   /** Told about each job the relay commits (deadletter copies, split retries), for the primary's queue gauges. */
   onEnqueue?: (queue: string, committedAtSecs: number) => void;
   /**
-   * Test seam: awaited right after a job's `resolved` state is durable and before anything else happens to the job,
-   * so a test can kill the process exactly in the window the guarantee is about.
+   * Test seam: awaited right after a job's `resolved` state is recorded (durable unless the write failed) and before
+   * anything else happens to the job, so a test can kill the process exactly in the window the guarantee is about.
    */
   afterResolved?: (queue: string, jobId: string) => Promise<void> | void;
   /** File-system calls of the writers that make the relay's copies (dead letters, split retries); tests fail them. */
