@@ -1,6 +1,6 @@
 /**
  * The forward relay: drains every `forward-HOST-PORT` queue under the spool into its MTA over SMTP, with the envelope
- * the trap received (sender, and only the recipients routed to that destination) and the stored bytes.
+ * stored in the job's metadata (sender, and only the recipients routed to that destination) and the stored bytes.
  *
  * Per job, a small state file under SPOOL/.relay-state/QUEUE/JOBID.json (written to a temp name, fsync'd, renamed)
  * records the attempt count, when the next attempt is due and how far the job got. The state survives restarts, so
