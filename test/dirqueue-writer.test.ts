@@ -3,9 +3,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { DirQueueFs, DirQueueReader, DirQueueWriter, InvalidMetadatumError, parseControl } from '../src/dirqueue';
 import { listFiles, withDir } from './helpers/dirqueue-util';
+import { openFdCount } from './helpers/open-fds';
 
 const fixedClock = () => ({ sec: 1704110400, usec: 123456 });
 
@@ -241,6 +243,39 @@ test(
     assert.deepEqual(listFiles(dir), ['data/k/w/50.20240101120000123456.DNj', 'queue/50.20240101120000123456.DNjkw'], 'the job stays whole, tmp/ is clean');
     const job = await new DirQueueReader(dir).pickup();
     assert.equal((await job!.readData()).toString(), 'hello\n');
+  }),
+);
+
+test(
+  'a failed enqueueStream closes the stream it was given: 200 failures leak no descriptor',
+  withDir('fdleak', async (dir) => {
+    const src = path.join(dir, 'message');
+    // Two read chunks, so a failure can also come between them.
+    fs.writeFileSync(src, Buffer.alloc(100_000, 'x'));
+    const cases: { name: string; over: Parameters<typeof faultyFs>[0]; code: string }[] = [
+      { name: 'ENOSPC creating the tmp data file (begin() fails)', over: { open: (p: string) => (String(p).endsWith('.data') ? 'ENOSPC' : undefined) }, code: 'ENOSPC' },
+      { name: 'EMFILE creating the tmp data file (begin() fails)', over: { open: (p: string) => (String(p).endsWith('.data') ? 'EMFILE' : undefined) }, code: 'EMFILE' },
+      { name: 'ENOSPC on the second data write', over: { write: (p: string) => (String(p).endsWith('.data') && ++writes % 2 === 0 ? 'ENOSPC' : undefined) }, code: 'ENOSPC' },
+      { name: 'EIO linking into queue/ (the stream was read to its end)', over: { link: (_s: string, d: string) => (d.includes('/queue/') ? 'EIO' : undefined) }, code: 'EIO' },
+    ];
+    let writes = 0;
+    for (const c of cases) {
+      const q = path.join(dir, c.code + Math.random().toString(36).slice(2));
+      const w = new DirQueueWriter(q, { fs: faultyFs(c.over) });
+      const before = openFdCount();
+      let leftOpen = 0;
+      for (let i = 0; i < 200; i++) {
+        const stream = fs.createReadStream(src);
+        // Half of them with the file already open, as when begin() takes longer than the open; half still opening.
+        if (i % 2 === 0) await once(stream, 'ready');
+        await assert.rejects(w.enqueueStream(stream, { k: 'v' }), (e: NodeJS.ErrnoException) => e.code === c.code, c.name);
+        if (!stream.closed) leftOpen++;
+      }
+      // enqueueStream awaits the close: nothing may still be open, or be opened later, once it has rejected.
+      assert.ok(openFdCount() <= before, `${c.name}: ${openFdCount() - before} descriptors more than before 200 failed enqueues`);
+      assert.equal(leftOpen, 0, `${c.name}: streams not closed when enqueueStream rejected`);
+      assert.deepEqual(listFiles(q), [], c.name);
+    }
   }),
 );
 

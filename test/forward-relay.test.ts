@@ -1,12 +1,14 @@
 /**
  * The forward relay against real SMTP receivers on loopback: smtp-server scripted per test, a TCP listener that
  * drops every connection (an MTA that is down), Postfix's smtp-sink when installed, and relay processes that are
- * SIGKILLed at the two moments the delivery guarantee is about.
+ * SIGKILLed at the two moments the delivery guarantee is about; local failures (a full disk, a queue file that will
+ * not go) injected into an in-process relay.
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ChildProcess, fork, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,9 +16,10 @@ import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { parseForwardUrl } from '../src/config/routes';
 import { forwardQueueName } from '../src/spool-layout';
 import { readRunningConfig } from '../src/config/running-config';
-import { DirQueueReader, DirQueueWriter, type Job } from '../src/dirqueue';
+import { DirQueueReader, DirQueueWriter, Job, type DirQueueFs } from '../src/dirqueue';
 import { backoffMs, destinationOfQueue, ForwardRelay, reinjectDeadLetters, RelayStateStore, type ForwardRelayOptions, type JobState } from '../src/forward';
 import { createLogger } from '../src/log';
+import { expectFdsAtMost, openFdCount } from './helpers/open-fds';
 
 function repoRoot(): string {
   for (let d = __dirname; ; d = path.dirname(d)) {
@@ -472,6 +475,199 @@ describe('forward relay', () => {
     assert.deepEqual(fs.readdirSync(path.join(spool, q, 'active')), []);
     assert.deepEqual(stateFiles(spool), []);
     assert.equal(t.delivered.n, 1);
+  });
+});
+
+/** Queue writers on a full disk while `full()` says so: creating a tmp data file fails with ENOSPC. */
+function fullDiskFs(full: () => boolean): DirQueueFs {
+  const open = (async (p: string, ...rest: unknown[]) => {
+    if (full() && p.includes(`${path.sep}tmp${path.sep}`) && p.endsWith('.data')) {
+      throw Object.assign(new Error(`ENOSPC: no space left on device, open '${p}'`), { code: 'ENOSPC' });
+    }
+    return (fsp.open as (...a: unknown[]) => Promise<fsp.FileHandle>)(p, ...rest);
+  }) as typeof fsp.open;
+  return { ...fsp, open };
+}
+
+/** State writes of the phases in `phases` fail with ENOSPC while `full()` says so; returns how many failed. */
+function failStateWrites(relay: ForwardRelay, phases: JobState['phase'][], full: () => boolean): { failed: number } {
+  const n = { failed: 0 };
+  const real = relay.store.write.bind(relay.store);
+  relay.store.write = async (queue, jobId, st) => {
+    if (full() && phases.includes(st.phase)) {
+      n.failed++;
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    }
+    return real(queue, jobId, st);
+  };
+  return n;
+}
+
+/**
+ * Job.finish() as when queue/ refuses the unlink (EACCES, EROFS) while `stuck()` says so: Job.finish only warns, the
+ * control and data files stay, the lock goes. Returns the restore function.
+ */
+function finishLeavesQueueFile(stuck: () => boolean): () => void {
+  const real = Job.prototype.finish;
+  Job.prototype.finish = async function (this: Job) {
+    if (!stuck()) return real.call(this);
+    await fsp.unlink(this.activePath).catch(() => undefined);
+  };
+  return () => {
+    Job.prototype.finish = real;
+  };
+}
+
+const count = (lines: string[], event: string) => lines.filter((l) => l.includes(` ${event} `)).length;
+
+describe('local failures: a full disk, a queue file that will not go', () => {
+  for (const c of [
+    {
+      copy: 'dead letter',
+      rcpts: 'root@victim.example',
+      mta: (rx: Receiver) => (rx.data = () => ({ code: 554, text: 'not wanted' })),
+      done: async (rx: Receiver, spool: string) => (await jobsOf(spool, 'deadletter')).length === 1 && rx.transactions === 1,
+    },
+    {
+      copy: 'split retry',
+      rcpts: 'root@victim.example,busy@victim.example',
+      mta: (rx: Receiver) => (rx.rcpt = (addr, nth) => (addr === 'busy@victim.example' && nth === 1 ? { code: 450, text: 'mailbox busy' } : null)),
+      done: async (rx: Receiver) => rx.messages.length === 2,
+    },
+  ]) {
+    test(`a ${c.copy} the disk cannot take (ENOSPC) is retried without leaking a descriptor, and made once there is room`, async () => {
+      const rx = await receiver();
+      c.mta(rx);
+      const spool = makeSpool();
+      const q = forwardQueueName('127.0.0.1', rx.port);
+      await enqueue(spool, q, storedMessage('full'), { mail_from: 'x@bad.example', rcpt_to: c.rcpts });
+      let full = true;
+      const t = makeRelay(spool, { retryBaseMs: 20, retryMaxMs: 40, queueFs: fullDiskFs(() => full) });
+      const before = openFdCount();
+      await t.relay.start();
+      await waitFor('30 failed copies', () => count(t.lines, 'forward_job_error') >= 30 || rx.transactions > 1, 20_000);
+      assert.equal(rx.transactions, 1, 'the MTA is not contacted again while the copy fails');
+      assert.match(t.lines.find((l) => l.includes(' forward_job_error '))!, /ENOSPC/);
+      full = false;
+      await waitFor(`the ${c.copy} made and the job finished`, async () => (await c.done(rx, spool)) && queueFiles(spool, q).length === 0, 10_000);
+      await t.relay.stop(1000);
+      await expectFdsAtMost(before, `after ${count(t.lines, 'forward_job_error')} failed ${c.copy} copies`);
+      assert.deepEqual(stateFiles(spool), []);
+    });
+  }
+
+  test('reinject on a full disk fails without leaking a descriptor and leaves the dead letter; works once there is room', async () => {
+    const spool = makeSpool();
+    const q = forwardQueueName('127.0.0.1', 25);
+    const m = storedMessage('reinject-full');
+    await enqueue(spool, 'deadletter', m, { mail_from: 'x@bad.example', rcpt_to: 'root@victim.example', deadletter_queue: q, deadletter_reason: 'rejected' });
+    let full = true;
+    const fsFull = fullDiskFs(() => full);
+    const before = openFdCount();
+    for (let i = 0; i < 100; i++) {
+      await assert.rejects(reinjectDeadLetters(spool, { fs: fsFull }), (e: NodeJS.ErrnoException) => e.code === 'ENOSPC');
+    }
+    await expectFdsAtMost(before, 'after 100 failed reinjects');
+    assert.equal((await jobsOf(spool, 'deadletter')).length, 1, 'the dead letter stays');
+    assert.deepEqual(fs.readdirSync(path.join(spool, 'deadletter', 'active')), [], 'and is not left locked');
+    assert.deepEqual(queueFiles(spool, q), []);
+    full = false;
+    const ids = await reinjectDeadLetters(spool, { fs: fsFull });
+    assert.equal(ids.length, 1);
+    const [copy] = await jobsOf(spool, q);
+    assert.deepEqual(await copy!.readData(), m);
+    assert.equal(copy!.metadata['deadletter_queue'], undefined);
+    assert.equal((await jobsOf(spool, 'deadletter')).length, 0);
+  });
+
+  test("the MTA's 250 cannot be recorded (state writes fail): sent once, the job finished all the same", async () => {
+    const rx = await receiver();
+    const spool = makeSpool();
+    const q = forwardQueueName('127.0.0.1', rx.port);
+    const m = storedMessage('unrecorded');
+    await enqueue(spool, q, m, { mail_from: 'x@bad.example', rcpt_to: 'root@victim.example' });
+    const t = makeRelay(spool);
+    const writes = failStateWrites(t.relay, ['resolved'], () => true);
+    await t.relay.start();
+    await waitFor('the job finished (or sent twice)', () => (queueFiles(spool, q).length === 0 && stateFiles(spool).length === 0) || rx.transactions > 1);
+    // Further poll rounds must not send anything again.
+    await sleep(300);
+    assert.equal(rx.transactions, 1, t.lines.join(''));
+    assert.deepEqual(rx.messages.map((x) => x.data), [m]);
+    assert.ok(writes.failed >= 1);
+    assert.equal(count(t.lines, 'forward_state_unsaved'), 1);
+    assert.equal(count(t.lines, 'forward_ambiguous'), 0);
+    assert.equal(t.delivered.n, 1);
+    assert.deepEqual(queueFiles(spool, q), []);
+  });
+
+  test('neither recorded nor finished: the outcome stays in memory, is written once writes work, the job finished once it can', async () => {
+    const rx = await receiver();
+    const spool = makeSpool();
+    const q = forwardQueueName('127.0.0.1', rx.port);
+    const id = await enqueue(spool, q, storedMessage('stuck'), { mail_from: 'x@bad.example', rcpt_to: 'root@victim.example' });
+    let diskFull = true;
+    let stuck = true;
+    const t = makeRelay(spool);
+    failStateWrites(t.relay, ['resolved'], () => diskFull);
+    const restore = finishLeavesQueueFile(() => stuck);
+    try {
+      await t.relay.start();
+      await waitFor('three rounds of trying to finish (or a second send)', () => count(t.lines, 'forward_job_error') >= 3 || rx.transactions > 1);
+      assert.equal(rx.transactions, 1, t.lines.join(''));
+      assert.equal((await new RelayStateStore(spool).read(q, id))?.phase, 'delivering', 'the resolved record could not be written');
+      assert.match(t.lines.find((l) => l.includes(' forward_job_error '))!, /finish\(\) left .* in place/);
+
+      diskFull = false;
+      await waitFor('the outcome written at a later pickup', async () => (await new RelayStateStore(spool).read(q, id))?.phase === 'resolved');
+      const st = (await new RelayStateStore(spool).read(q, id))!;
+      assert.deepEqual(st.outcome?.delivered, ['root@victim.example']);
+      assert.equal((await jobsOf(spool, q)).length, 1, 'still queued');
+
+      stuck = false;
+      await waitFor('the job finished', () => queueFiles(spool, q).length === 0 && stateFiles(spool).length === 0);
+      await sleep(300);
+      assert.equal(rx.transactions, 1);
+      assert.equal(rx.messages.length, 1);
+      assert.equal(count(t.lines, 'forward_ambiguous'), 0);
+      assert.equal(t.delivered.n, 1);
+    } finally {
+      restore();
+    }
+  });
+
+  test('finish() leaves the queue file: the resolved state stays, and a restarted relay completes the job without sending it', async () => {
+    const rx = await receiver();
+    const spool = makeSpool();
+    const q = forwardQueueName('127.0.0.1', rx.port);
+    const id = await enqueue(spool, q, storedMessage('unfinished'), { mail_from: 'x@bad.example', rcpt_to: 'root@victim.example' });
+    let finishes = 0;
+    const restore = finishLeavesQueueFile(() => ++finishes === 1);
+    try {
+      // A minute of pause after the failed finish(): the restarted relay, not this one, completes the job.
+      const t1 = makeRelay(spool, { retryBaseMs: 60_000, retryMaxMs: 60_000 });
+      await t1.relay.start();
+      await waitFor('finish() called', () => finishes >= 1);
+      // stop() waits until the relay is done with the job.
+      await t1.relay.stop(5000);
+      assert.equal(rx.transactions, 1);
+      assert.equal((await jobsOf(spool, q)).length, 1, 'the job is still queued');
+      const st = await new RelayStateStore(spool).read(q, id);
+      assert.equal(st?.phase, 'resolved', 'the state of a job still queued is kept');
+      assert.deepEqual(st?.outcome?.delivered, ['root@victim.example']);
+      assert.match(t1.lines.join(''), /forward_attempt .*result=delivered[^]*forward_job_error .*finish\(\) left/);
+
+      const t2 = makeRelay(spool);
+      await t2.relay.start();
+      await waitFor('the job finished (or sent again)', () => queueFiles(spool, q).length === 0 || rx.transactions > 1);
+      await sleep(300);
+      assert.equal(rx.transactions, 1, 'the MTA was not contacted again');
+      assert.equal(count(t2.lines, 'forward_recovered'), 1);
+      assert.deepEqual(queueFiles(spool, q), []);
+      assert.deepEqual(stateFiles(spool), []);
+    } finally {
+      restore();
+    }
   });
 });
 

@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { Metadata, serializeControl, validateMetadata } from './control';
 import { Clock, dataLocation, dirqueueHash, name0, retryName, tmpName, checkPriority } from './names';
 
@@ -125,20 +126,25 @@ export class DirQueueWriter {
     return job;
   }
 
-  /** begin + write every chunk (one at a time, never buffering the message) + commit; removes everything on error. */
+  /**
+   * begin + write every chunk (one at a time, never buffering the message) + commit; removes everything on error.
+   * A Readable it is given is closed (and its close awaited) whenever this fails, begin() included.
+   */
   async enqueueStream(
     stream: AsyncIterable<Buffer | string> | Iterable<Buffer | string> | Readable,
     metadata: Metadata,
     opts: { priority?: number } = {},
   ): Promise<CommittedJob> {
-    const job = await this.begin({ ...opts, metadata });
+    let job: PendingJob | null = null;
     try {
+      job = await this.begin({ ...opts, metadata });
       for await (const chunk of stream as AsyncIterable<Buffer | string> | Iterable<Buffer | string>) {
         await job.write(typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
       }
       return await job.commit(metadata);
     } catch (e) {
-      await job.abort();
+      await job?.abort();
+      await release(stream);
       throw e;
     }
   }
@@ -366,6 +372,19 @@ class Job implements PendingJob {
     const dataGone = this.dataLink ? await rm(this.dataLink) : true;
     if (dataGone) await rm(this.j.tmpData);
   }
+}
+
+/**
+ * Closes a stream enqueueStream() gives up on. An fs.ReadStream opens its file as it is created, so one handed to a
+ * job that never began (ENOSPC, EACCES, EMFILE) would hold its descriptor until the process exits; a caller that
+ * retries such an enqueue would run out of descriptors. Other iterables hold nothing before they are iterated.
+ */
+async function release(source: unknown): Promise<void> {
+  if (!(source instanceof Readable)) return;
+  source.destroy();
+  // Resolves once the descriptor is closed; rejects with the premature close (or the stream's own error), which
+  // changes nothing here.
+  await finished(source).catch(() => undefined);
 }
 
 /** Waits for every promise (so cleanup never races a still-running step), then throws the first failure. */

@@ -58,7 +58,10 @@ export class DueJobReader extends DirQueueReader {
 export class DestinationWorker {
   readonly reader: DueJobReader;
   readonly queueDir: string;
+  /** What this relay knows of each job: it rules every pickup, also when writing it to the store failed. */
   private states = new Map<string, JobState>();
+  /** Jobs whose state above the store could not write yet; written again at their next pickup and at stop(). */
+  private readonly unsaved = new Set<string>();
   private readonly inFlight = new Map<string, SmtpTransaction | null>();
   private readonly running = new Set<Promise<void>>();
   private consecutiveDown = 0;
@@ -137,8 +140,8 @@ export class DestinationWorker {
           const p = this.process(job)
             .catch(async (err: Error) => {
               // Only local failures get here (state or spool writes: a full disk, permissions). The job goes back
-              // after a pause instead of staying locked until a restart; whatever state was recorded still rules
-              // its next pickup, so a job whose outcome is recorded is not sent again.
+              // after a pause instead of staying locked until a restart; its state in memory still rules its next
+              // pickup, and holds the MTA's outcome even when that could not be written: it is not sent again.
               this.log.error('forward_job_error', { queue: this.dest.queue, id: job.jobId, error: err.message, retry_in_ms: this.s.retryBaseMs });
               const st = this.states.get(job.jobId);
               this.states.set(job.jobId, { ...(st ?? { v: 1, phase: 'deferred', attempts: 0, lastReply: '' }), nextAttemptAt: Date.now() + this.s.retryBaseMs });
@@ -172,15 +175,43 @@ export class DestinationWorker {
     }
     // A pickup that was under way when stop() came returns its job in the loop above.
     while (this.pumping) await new Promise((r) => setTimeout(r, 5));
+    // The next relay knows only what is on disk: a last try for outcomes that memory alone holds.
+    for (const id of [...this.unsaved]) await this.record(id, this.states.get(id)!);
   }
 
+  /** Before an attempt: the attempt counts only once it is durable, so a failed write means no attempt. */
   private async saveState(jobId: string, st: JobState): Promise<void> {
     await this.relay.store.write(this.dest.queue, jobId, st);
     this.states.set(jobId, st);
+    this.unsaved.delete(jobId);
+  }
+
+  /**
+   * What the MTA answered: kept in memory first, so a failed write (a full disk) cannot make this relay send the job
+   * again, then written. A failed write is logged and tried again later; returns whether the state is durable.
+   */
+  private async record(jobId: string, st: JobState): Promise<boolean> {
+    this.states.set(jobId, st);
+    try {
+      await this.relay.store.write(this.dest.queue, jobId, st);
+      this.unsaved.delete(jobId);
+      return true;
+    } catch (err) {
+      this.unsaved.add(jobId);
+      this.log.error('forward_state_unsaved', {
+        queue: this.dest.queue,
+        id: jobId,
+        phase: st.phase,
+        error: (err as Error).message,
+        note: 'kept in memory and written again later; only a restart before that would lose it',
+      });
+      return false;
+    }
   }
 
   private async dropState(jobId: string): Promise<void> {
     this.states.delete(jobId);
+    this.unsaved.delete(jobId);
     await this.relay.store.remove(this.dest.queue, jobId);
   }
 
@@ -188,7 +219,8 @@ export class DestinationWorker {
     const q = this.dest.queue;
     const prev = this.states.get(job.jobId) ?? (await this.relay.store.read(q, job.jobId)) ?? stateFromMetadata(job);
     if (prev?.phase === 'resolved' && prev.outcome) {
-      this.log.info('forward_recovered', { queue: q, id: job.jobId, note: 'outcome recorded before a restart; completing without sending again' });
+      this.log.info('forward_recovered', { queue: q, id: job.jobId, note: 'the MTA already answered for this job; completing it without sending again' });
+      if (this.unsaved.has(job.jobId)) await this.record(job.jobId, prev);
       await this.complete(job, prev);
       return;
     }
@@ -204,14 +236,16 @@ export class DestinationWorker {
     const logBase = { queue: q, id: job.jobId, dest: this.dest.url, from, rcpts: rcpts.join(',') };
 
     if (rcpts.length === 0) {
-      await this.resolve(job, prev?.attempts ?? 0, [], { rcpts: [], reason: 'no_recipients', reply: 'job has no rcpt_to metadata' }, null);
-      this.log.warn('forward_attempt', { ...logBase, attempt: 0, result: 'deadletter', reply: 'no recipients in rcpt_to' });
+      await this.resolve(job, prev?.attempts ?? 0, [], { rcpts: [], reason: 'no_recipients', reply: 'job has no rcpt_to metadata' }, null, () =>
+        this.log.warn('forward_attempt', { ...logBase, attempt: 0, result: 'deadletter', reply: 'no recipients in rcpt_to' }),
+      );
       return;
     }
     if (prev && prev.attempts >= this.s.maxAttempts) {
       // The last allowed attempt was cut short (the relay died during it): no further one.
-      await this.resolve(job, prev.attempts, [], { rcpts, reason: 'attempts_exhausted', reply: prev.lastReply }, null);
-      this.log.warn('forward_attempt', { ...logBase, attempt: prev.attempts, result: 'deadletter', reply: prev.lastReply });
+      await this.resolve(job, prev.attempts, [], { rcpts, reason: 'attempts_exhausted', reply: prev.lastReply }, null, () =>
+        this.log.warn('forward_attempt', { ...logBase, attempt: prev.attempts, result: 'deadletter', reply: prev.lastReply }),
+      );
       return;
     }
     if (prev?.phase === 'delivering') {
@@ -258,13 +292,14 @@ export class DestinationWorker {
     if (temp.length === rcpts.length) {
       const reply = joinReplies(temp);
       if (attempt >= this.s.maxAttempts) {
-        await this.resolve(job, attempt, [], { rcpts, reason: 'attempts_exhausted', reply }, null);
-        this.log.warn('forward_attempt', { ...logBase, attempt, result: 'deadletter', reason: 'attempts_exhausted', reply });
+        await this.resolve(job, attempt, [], { rcpts, reason: 'attempts_exhausted', reply }, null, () =>
+          this.log.warn('forward_attempt', { ...logBase, attempt, result: 'deadletter', reason: 'attempts_exhausted', reply }),
+        );
         return;
       }
       // A delivery cut off by stop() is not the MTA's doing: due again at once after the restart.
       const delay = this.stopped ? 0 : backoffMs(attempt, this.s.retryBaseMs, this.s.retryMaxMs);
-      await this.saveState(job.jobId, { v: 1, phase: 'deferred', attempts: attempt, nextAttemptAt: Date.now() + delay, lastReply: reply });
+      await this.record(job.jobId, { v: 1, phase: 'deferred', attempts: attempt, nextAttemptAt: Date.now() + delay, lastReply: reply });
       await job.returnToQueue();
       this.relay.metrics?.deferred.inc();
       this.log.info('forward_attempt', {
@@ -283,19 +318,32 @@ export class DestinationWorker {
     if (temp.length) {
       retry = { rcpts: temp.map((r) => r.rcpt), reason: 'deferred', reply: joinReplies(temp) };
     }
-    await this.resolve(job, attempt, delivered, dead, retry);
     const result = delivered.length === rcpts.length ? 'delivered' : delivered.length ? 'partial' : 'deadletter';
-    this.log.info('forward_attempt', {
-      ...logBase,
-      attempt,
-      result,
-      reply: delivered.length === rcpts.length ? res.reply : joinReplies(res.recipients),
-      delivered: delivered.length && delivered.length < rcpts.length ? delivered.join(',') : undefined,
-    });
+    await this.resolve(job, attempt, delivered, dead, retry, () =>
+      this.log.info('forward_attempt', {
+        ...logBase,
+        attempt,
+        result,
+        reply: delivered.length === rcpts.length ? res.reply : joinReplies(res.recipients),
+        delivered: delivered.length && delivered.length < rcpts.length ? delivered.join(',') : undefined,
+      }),
+    );
   }
 
-  /** Records the outcome durably, then acts on it; from the record on, the MTA is never contacted for this job. */
-  private async resolve(job: Job, attempts: number, delivered: string[], deadletter: FollowUp | null, retry: FollowUp | null): Promise<void> {
+  /**
+   * Records the outcome, then acts on it; from here on the MTA is never contacted for this job. When the record
+   * cannot be written, the relay acts all the same: a job finished is one that no restart can send again, whereas
+   * waiting for the disk would leave it in queue/ with nothing durable to stop that. `report` logs the attempt before
+   * the job is acted on, so the log tells what the MTA said even when acting on it fails.
+   */
+  private async resolve(
+    job: Job,
+    attempts: number,
+    delivered: string[],
+    deadletter: FollowUp | null,
+    retry: FollowUp | null,
+    report: () => void,
+  ): Promise<void> {
     const st: JobState = {
       v: 1,
       phase: 'resolved',
@@ -304,17 +352,20 @@ export class DestinationWorker {
       lastReply: deadletter?.reply ?? retry?.reply ?? '',
       outcome: { delivered, deadletter, retry, followUpsDone: false },
     };
-    await this.saveState(job.jobId, st);
+    await this.record(job.jobId, st);
     await this.relay.afterResolved?.(this.dest.queue, job.jobId);
     if (delivered.length) this.relay.metrics?.delivered.inc();
     if (deadletter) this.relay.metrics?.failed.inc();
     if (retry) this.relay.metrics?.deferred.inc();
+    report();
     await this.complete(job, st);
   }
 
   /**
    * Enqueues the copies the outcome calls for, then finishes the job. A restart between a copy's commit and the
-   * followUpsDone record enqueues that copy again: copies are duplicated, never lost.
+   * followUpsDone record enqueues that copy again: copies are duplicated, never lost. The state goes only once the
+   * job has left queue/: Job.finish() merely warns when an unlink fails, and a job still queued without its state
+   * would be sent again by the next relay.
    */
   private async complete(job: Job, st: JobState): Promise<void> {
     const out = st.outcome!;
@@ -327,9 +378,22 @@ export class DestinationWorker {
           await this.relay.requeue(job, this.dest, out.retry, st.attempts, Date.now() + backoffMs(st.attempts, this.s.retryBaseMs, this.s.retryMaxMs));
         }
       }
-      await this.saveState(job.jobId, { ...st, outcome: { ...out, followUpsDone: true } });
+      await this.record(job.jobId, { ...st, outcome: { ...out, followUpsDone: true } });
     }
     await job.finish();
+    if (await stillQueued(job)) {
+      throw new Error(`finish() left ${job.queuePath} in place; the outcome is kept and finishing is tried again`);
+    }
     await this.dropState(job.jobId);
+  }
+}
+
+/** Whether the job's control file is still in queue/ (anything but ENOENT counts as yes: keep the state). */
+async function stillQueued(job: Job): Promise<boolean> {
+  try {
+    await fsp.lstat(job.queuePath);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ENOENT';
   }
 }

@@ -50,5 +50,10 @@ export async function runRelay(): Promise<void> {
   };
   // An orphaned relay would keep delivering beside the one a restarted primary forks: it stops, gracefully.
   process.on('disconnect', () => link.stop('primary gone'));
+  // The primary logs how the relay ended, unless the primary is what died: then this line is the only record.
+  process.on('exit', (code) => {
+    log.info('relay_exit', { code });
+    log.flush();
+  });
   await relay.start();
 }

@@ -2,7 +2,7 @@
  * `spamtrapd queue reinject`: dead letters back into the forward queue they came from, for another round of tries.
  */
 import * as path from 'node:path';
-import { DirQueueReader, DirQueueWriter, sanitizeMetadata } from '../dirqueue';
+import { DirQueueReader, DirQueueWriter, sanitizeMetadata, type DirQueueFs } from '../dirqueue';
 import type { Logger } from '../log';
 import { DEADLETTER_QUEUE } from '../spool-layout';
 import { DueJobReader } from './destination-worker';
@@ -14,6 +14,8 @@ export interface ReinjectOptions {
   /** Only this dead-letter job. */
   jobId?: string;
   log?: Logger;
+  /** File-system calls of the writers that commit the copies; tests fail them. */
+  fs?: DirQueueFs;
 }
 
 /**
@@ -42,7 +44,7 @@ export async function reinjectDeadLetters(spoolDir: string, opts: ReinjectOption
     wanted.delete(job.jobId);
     const q = job.metadata['deadletter_queue']!;
     let w = writers.get(q);
-    if (!w) writers.set(q, (w = new DirQueueWriter(path.join(spool, q), { fsync: true })));
+    if (!w) writers.set(q, (w = new DirQueueWriter(path.join(spool, q), { fsync: true, fs: opts.fs })));
     const meta: Record<string, string> = {};
     for (const [k, v] of Object.entries(job.metadata)) if (!k.startsWith('deadletter_') && !k.startsWith('forward_')) meta[k] = v;
     try {

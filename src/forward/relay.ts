@@ -1,6 +1,6 @@
 /**
  * The forward relay: drains every `forward-HOST-PORT` queue under the spool into its MTA over SMTP, with the envelope
- * the trap received (sender, and only the recipients routed to that destination) and the stored bytes.
+ * stored in the job's metadata (sender, and only the recipients routed to that destination) and the stored bytes.
  *
  * Per job, a small state file under SPOOL/.relay-state/QUEUE/JOBID.json (written to a temp name, fsync'd, renamed)
  * records the attempt count, when the next attempt is due and how far the job got. The state survives restarts, so
@@ -10,7 +10,7 @@
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DirQueueWriter, sanitizeMetadata, type Job } from '../dirqueue';
+import { DirQueueWriter, sanitizeMetadata, type DirQueueFs, type Job } from '../dirqueue';
 import { createLogger, type Logger } from '../log';
 import { DEADLETTER_QUEUE, FORWARD_QUEUE_PREFIX } from '../spool-layout';
 import { DestinationWorker, type CounterLike, type RelayServices, type RelaySettings } from './destination-worker';
@@ -44,10 +44,12 @@ export interface ForwardRelayOptions {
   /** Told about each job the relay commits (deadletter copies, split retries), for the primary's queue gauges. */
   onEnqueue?: (queue: string, committedAtSecs: number) => void;
   /**
-   * Test seam: awaited right after a job's `resolved` state is durable and before anything else happens to the job,
-   * so a test can kill the process exactly in the window the guarantee is about.
+   * Test seam: awaited right after a job's `resolved` state is recorded (durable unless the write failed) and before
+   * anything else happens to the job, so a test can kill the process exactly in the window the guarantee is about.
    */
   afterResolved?: (queue: string, jobId: string) => Promise<void> | void;
+  /** File-system calls of the writers that make the relay's copies (dead letters, split retries); tests fail them. */
+  queueFs?: DirQueueFs;
 }
 
 export class ForwardRelay implements RelayServices {
@@ -58,6 +60,7 @@ export class ForwardRelay implements RelayServices {
   private readonly s: RelaySettings;
   private readonly log: Logger;
   private readonly onEnqueue: ForwardRelayOptions['onEnqueue'];
+  private readonly queueFs: DirQueueFs | undefined;
   private readonly workers = new Map<string, DestinationWorker>();
   private readonly refused = new Set<string>();
   private deadletterWriter: DirQueueWriter | null = null;
@@ -73,6 +76,7 @@ export class ForwardRelay implements RelayServices {
     this.metrics = opts.metrics;
     this.afterResolved = opts.afterResolved;
     this.onEnqueue = opts.onEnqueue;
+    this.queueFs = opts.queueFs;
     this.log = opts.log ?? createLogger('info', { proc: 'relay' });
     const retryBaseMs = opts.retryBaseMs ?? 30_000;
     const retryMaxMs = opts.retryMaxMs ?? 3_600_000;
@@ -163,7 +167,7 @@ export class ForwardRelay implements RelayServices {
 
   /** @internal Copies the job into deadletter with the reason, reply, destination and attempts recorded. */
   async deadLetter(job: Job, dest: ForwardTarget, f: FollowUp, attempts: number): Promise<void> {
-    this.deadletterWriter ??= new DirQueueWriter(path.join(this.spoolDir, DEADLETTER_QUEUE), { fsync: true });
+    this.deadletterWriter ??= new DirQueueWriter(path.join(this.spoolDir, DEADLETTER_QUEUE), { fsync: true, fs: this.queueFs });
     const meta: Record<string, string> = {
       ...job.metadata,
       deadletter_reason: f.reason,
@@ -184,7 +188,7 @@ export class ForwardRelay implements RelayServices {
   async requeue(job: Job, dest: ForwardTarget, f: FollowUp, attempts: number, nextAttemptAt: number): Promise<void> {
     let w = this.requeueWriters.get(dest.queue);
     if (!w) {
-      w = new DirQueueWriter(path.join(this.spoolDir, dest.queue), { fsync: true });
+      w = new DirQueueWriter(path.join(this.spoolDir, dest.queue), { fsync: true, fs: this.queueFs });
       this.requeueWriters.set(dest.queue, w);
     }
     const meta: Record<string, string> = {

@@ -106,7 +106,7 @@ export interface SmtpTransaction {
 /**
  * One connection, one message, QUIT. SMTPConnection is used directly rather than a transport's sendMail() because the
  * mail composer would run the envelope addresses through its address parser: a spammer's odd sender must reach the
- * MTA as the trap received it. STARTTLS is used when offered, without certificate checks (an internal MTA usually
+ * MTA as the job's metadata stored it (docs/forward.md says how the acceptor cleaned it). STARTTLS is used when offered, without certificate checks (an internal MTA usually
  * has a self-signed one), and a failed upgrade falls back to plain text, as MTAs do for opportunistic TLS.
  */
 export function sendOnce(
