@@ -1,8 +1,10 @@
 /**
  * End-to-end SMTP benchmark: Postfix's smtp-source floods Postfix's smtp-sink (the reference: a C sink that stores
- * nothing) and the real spamtrapd in turns, in the same run, so their ratio survives a noisy shared machine better
- * than either absolute number. Modes:
- *   throughput  rounds x (smtp-sink, spamtrapd[fsync off|on]): msgs/s, server CPU ms/msg, p50/p99 latency, stored/sent
+ * nothing), two floor receivers (bench/floor-receiver.ts: a bare Node cluster that discards, or writes each message
+ * with one fs.writeFile) and the real spamtrapd in turns, in the same run, so their ratios survive a noisy shared
+ * machine better than any absolute number. Modes:
+ *   throughput  rounds x (smtp-sink, floor-discard, floor-write, spamtrapd[fsync off|on]): msgs/s, server CPU ms/msg,
+ *               ratios to the sink and both floors, p50/p99 latency, stored/sent
  *   storm       thousands of idle connections held open while a flood runs: refusals, greeting latency, RSS per idle
  *   soak        one long flood, every process's RSS sampled every N messages, growth from 10% to 100%
  * Usage and the meaning of every number: bench/README.md. Compiled to dist/bench/smtp-bench.js.
@@ -233,17 +235,45 @@ interface CpuTicks {
   childSys: number;
 }
 
-/** A process that is gone reads as zero; the turn then reports the worker's death as a problem instead of crashing. */
-function readCpu(pid: number | 'self'): CpuTicks {
+/** The fields of /proc/PID/stat from the state on (field 3), or null when the process is gone. */
+function statFields(pid: number | 'self'): string[] | null {
   let stat: string;
   try {
     stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    return { user: 0, sys: 0, childUser: 0, childSys: 0 };
+    return null;
   }
   // The command name may contain spaces and parentheses; the fields after the last ')' are unambiguous.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** A process that is gone reads as zero; the turn then reports the worker's death as a problem instead of crashing. */
+function readCpu(pid: number | 'self'): CpuTicks {
+  const f = statFields(pid);
+  if (!f) return { user: 0, sys: 0, childUser: 0, childSys: 0 };
   return { user: Number(f[11]), sys: Number(f[12]), childUser: Number(f[13]), childSys: Number(f[14]) };
+}
+
+/** `root` and every live descendant, found by walking parent pids (field 4 of /proc/PID/stat); zombies left out. */
+function processTree(root: number): number[] {
+  const parents = new Map<number, number>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const f = statFields(Number(entry));
+    if (f && f[0] !== 'Z') parents.set(Number(entry), Number(f[1]));
+  }
+  const tree = new Set<number>(parents.has(root) ? [root] : []);
+  // /proc lists a child before its parent when pids wrapped, so repeat until nobody joins.
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, ppid] of parents) {
+      if (!tree.has(pid) && tree.has(ppid)) {
+        tree.add(pid);
+        grew = true;
+      }
+    }
+  }
+  return [...tree];
 }
 
 const ticksToMs = (t: number) => (t * 1000) / CLK_TCK;
@@ -506,7 +536,102 @@ async function stopSink(s: Sink): Promise<void> {
   await withTimeout(exited(s.child), 10_000, 'smtp-sink exit').catch(() => undefined);
 }
 
-// ---------------------------------------------------------------- the daemon
+// ---------------------------------------------------------------- servers under test: the daemon and the floors
+
+/**
+ * A server under test that runs as a process tree and logs `TIME info EVENT proc=NAME pid=N ...` lines (src/log.ts)
+ * to a file in its own temporary directory: the trap, and the floor receivers, which log the same way so that both
+ * are started, found, named and measured alike.
+ */
+abstract class ClusterServer {
+  private procs: Array<{ name: string; pid: number }> = [];
+
+  protected constructor(
+    readonly child: ChildProcess,
+    readonly port: number,
+    readonly dir: string,
+    readonly logFile: string,
+  ) {}
+
+  /** Logs go to a file, not a pipe: reading a pipe would put the bench process in the server's data path. */
+  protected static spawnLogged(dir: string, args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; logFile: string } {
+    const logFile = path.join(dir, 'server.log');
+    const fd = fs.openSync(logFile, 'a');
+    const child = startChild(process.execPath, args, { cwd: dir, env, stdio: ['ignore', fd, fd] });
+    fs.closeSync(fd);
+    return { child, logFile };
+  }
+
+  logs(): string {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  logTail(bytes = 3000): string {
+    const l = this.logs();
+    return l.slice(Math.max(0, l.length - bytes));
+  }
+
+  alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  protected async waitListening(workers: number, what: string): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const logs = this.logs();
+      if (/ info starting proc=primary /.test(logs) && (logs.match(/ info listening proc=acceptor\d+ /g) ?? []).length >= workers) {
+        this.procs = this.discover();
+        return;
+      }
+      if (!this.alive()) throw new Error(`${what} exited (${this.child.exitCode ?? this.child.signalCode}) before listening:\n${this.logTail()}`);
+      if (Date.now() > deadline) throw new Error(`${what} did not listen within 30 s:\n${this.logTail()}`);
+      await sleep(50);
+    }
+  }
+
+  /**
+   * Every live process of the server's tree (primary, acceptors, the forward relay, whatever it forks in future),
+   * named by the `proc=` field of its log lines. Found in /proc rather than only in the logs so that a process that
+   * does not log at start is still counted in the CPU and RSS sums.
+   */
+  discover(): Array<{ name: string; pid: number }> {
+    const names = new Map<number, string>();
+    for (const m of this.logs().matchAll(/ proc=([A-Za-z0-9_-]+) pid=(\d+)/g)) if (!names.has(Number(m[2]))) names.set(Number(m[2]), m[1] as string);
+    const found = processTree(this.child.pid as number).map((pid) => ({ name: names.get(pid) ?? `pid${pid}`, pid }));
+    const rank = (n: string) => (n === 'primary' ? 0 : n.startsWith('acceptor') ? 1 : 2);
+    return found.sort((a, b) => rank(a.name) - rank(b.name) || a.name.localeCompare(b.name, 'en', { numeric: true }));
+  }
+
+  /** The processes found when the server started listening. */
+  pids(): Array<{ name: string; pid: number }> {
+    return this.procs;
+  }
+
+  acceptors(): Array<{ name: string; pid: number }> {
+    return this.procs.filter((p) => p.name.startsWith('acceptor'));
+  }
+
+  /** A worker restarted mid-turn would make the CPU and RSS sums of this turn meaningless. */
+  workerDeaths(): number {
+    return (this.logs().match(/ (?:acceptor|worker)_died /g) ?? []).length;
+  }
+
+  /** SIGTERM first when `graceful` (the trap drains); then nothing of this server may outlive its turn. */
+  protected async stopAndRemove(graceful: boolean): Promise<void> {
+    if (graceful && this.alive()) {
+      this.child.kill('SIGTERM');
+      await withTimeout(exited(this.child), 30_000, 'server shutdown').catch(() => undefined);
+    }
+    killGroup(this.child);
+    await withTimeout(exited(this.child), 10_000, 'server exit').catch(() => undefined);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+    tempDirs.delete(this.dir);
+  }
+}
 
 interface DaemonOpts {
   workers: number;
@@ -514,17 +639,17 @@ interface DaemonOpts {
   env?: Record<string, string>;
 }
 
-class Daemon {
-  private procs: Array<{ name: string; pid: number }> = [];
-
+class Daemon extends ClusterServer {
   private constructor(
-    readonly child: ChildProcess,
-    readonly port: number,
-    readonly dir: string,
+    child: ChildProcess,
+    port: number,
+    dir: string,
+    logFile: string,
     readonly spoolDir: string,
-    readonly logFile: string,
     readonly env: Record<string, string>,
-  ) {}
+  ) {
+    super(child, port, dir, logFile);
+  }
 
   static async start(built: string, base: string, o: DaemonOpts): Promise<Daemon> {
     const dir = fs.mkdtempSync(path.join(base, 'spamtrapd-bench-'));
@@ -550,86 +675,10 @@ class Daemon {
       SPOOL_FSYNC: String(o.fsync),
       ...o.env,
     };
-    // Logs go to a file, not a pipe: reading a pipe would put the bench process in the trap's data path.
-    const logFile = path.join(dir, 'daemon.log');
-    const fd = fs.openSync(logFile, 'a');
-    const child = startChild(process.execPath, [path.join(built, 'workers', 'cli.js'), 'start'], {
-      cwd: dir,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
-      stdio: ['ignore', fd, fd],
-    });
-    fs.closeSync(fd);
-    const d = new Daemon(child, port, dir, spoolDir, logFile, env);
-    await d.waitListening(o.workers);
+    const { child, logFile } = ClusterServer.spawnLogged(dir, [path.join(built, 'workers', 'cli.js'), 'start'], { PATH: process.env.PATH, HOME: process.env.HOME, ...env });
+    const d = new Daemon(child, port, dir, logFile, spoolDir, env);
+    await d.waitListening(o.workers, 'spamtrapd');
     return d;
-  }
-
-  logs(): string {
-    try {
-      return fs.readFileSync(this.logFile, 'utf8');
-    } catch {
-      return '';
-    }
-  }
-
-  logTail(bytes = 3000): string {
-    const l = this.logs();
-    return l.slice(Math.max(0, l.length - bytes));
-  }
-
-  alive(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  private async waitListening(workers: number): Promise<void> {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const logs = this.logs();
-      if (/ info starting proc=primary /.test(logs) && (logs.match(/ info listening proc=acceptor\d+ /g) ?? []).length >= workers) {
-        this.procs = this.discover(logs);
-        return;
-      }
-      if (!this.alive()) throw new Error(`spamtrapd exited (${this.child.exitCode ?? this.child.signalCode}) before listening:\n${this.logTail()}`);
-      if (Date.now() > deadline) throw new Error(`spamtrapd did not listen within 30 s:\n${this.logTail()}`);
-      await sleep(50);
-    }
-  }
-
-  /**
-   * Every live process of the daemon's process group (primary, acceptors, the forward relay, whatever it forks in
-   * future), named by the `proc=` field of its log lines. Found in /proc rather than only in the logs so that a
-   * process that does not log at start is still counted in the CPU and RSS sums.
-   */
-  private discover(logs: string): Array<{ name: string; pid: number }> {
-    const names = new Map<number, string>();
-    for (const m of logs.matchAll(/ proc=([A-Za-z0-9_-]+) pid=(\d+)/g)) if (!names.has(Number(m[2]))) names.set(Number(m[2]), m[1] as string);
-    const group = this.child.pid as number;
-    const found: Array<{ name: string; pid: number }> = [];
-    for (const entry of fs.readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      let stat: string;
-      try {
-        stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      } catch {
-        continue;
-      }
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      // f[0] state, f[2] process group: the daemon was spawned detached, so its group id is its pid.
-      if (Number(f[2]) !== group || f[0] === 'Z') continue;
-      const pid = Number(entry);
-      found.push({ name: names.get(pid) ?? `pid${pid}`, pid });
-    }
-    const rank = (n: string) => (n === 'primary' ? 0 : n.startsWith('acceptor') ? 1 : 2);
-    return found.sort((a, b) => rank(a.name) - rank(b.name) || a.name.localeCompare(b.name, 'en', { numeric: true }));
-  }
-
-  pids(): Array<{ name: string; pid: number }> {
-    return this.procs;
-  }
-
-  /** A worker restarted mid-turn would make the CPU and RSS sums of this turn meaningless. */
-  workerDeaths(): number {
-    return (this.logs().match(/ (?:acceptor|worker)_died /g) ?? []).length;
   }
 
   queueDir(): string {
@@ -645,15 +694,47 @@ class Daemon {
     }
   }
 
-  async stop(): Promise<void> {
-    if (this.alive()) {
-      this.child.kill('SIGTERM');
-      await withTimeout(exited(this.child), 30_000, 'spamtrapd shutdown').catch(() => undefined);
-    }
-    // The acceptors share the group; nothing of this daemon may outlive its turn.
-    killGroup(this.child);
-    fs.rmSync(this.dir, { recursive: true, force: true });
-    tempDirs.delete(this.dir);
+  stop(): Promise<void> {
+    return this.stopAndRemove(true);
+  }
+}
+
+type FloorMode = 'discard' | 'write';
+
+/** bench/floor-receiver.ts, started from the same compiled tree as this script. */
+class Floor extends ClusterServer {
+  private constructor(
+    child: ChildProcess,
+    port: number,
+    dir: string,
+    logFile: string,
+    readonly mode: FloorMode,
+    readonly messagesDir: string,
+  ) {
+    super(child, port, dir, logFile);
+  }
+
+  static async start(base: string, mode: FloorMode, workers: number): Promise<Floor> {
+    // Under --spool-base like the trap's spool, so floor-write and spamtrapd write to the same disk.
+    const dir = fs.mkdtempSync(path.join(base, `floor-${mode}-bench-`));
+    tempDirs.add(dir);
+    const messagesDir = path.join(dir, 'messages');
+    fs.mkdirSync(messagesDir);
+    const port = await freePort();
+    const args = [path.join(__dirname, 'floor-receiver.js'), mode, '127.0.0.1', String(port), String(workers), messagesDir];
+    const { child, logFile } = ClusterServer.spawnLogged(dir, args, { PATH: process.env.PATH, HOME: process.env.HOME });
+    const f = new Floor(child, port, dir, logFile, mode, messagesDir);
+    await f.waitListening(workers, `floor-${mode}`);
+    return f;
+  }
+
+  /** Messages written so far (write mode): one file each. */
+  written(): number {
+    return fs.readdirSync(this.messagesDir).length;
+  }
+
+  stop(): Promise<void> {
+    return this.stopAndRemove(false);
   }
 }
 
@@ -678,13 +759,32 @@ interface Latency {
   errors: string[];
 }
 
+type ServerKind = 'smtp-sink' | 'floor-discard' | 'floor-write' | 'spamtrapd';
+
+/** Every variant's msgs/s and CPU ms/msg are divided by each of these, measured in the same round. */
+const REFERENCES: Array<[ServerKind, keyof Ratios]> = [
+  ['smtp-sink', 'vsSink'],
+  ['floor-discard', 'vsFloorDiscard'],
+  ['floor-write', 'vsFloorWrite'],
+];
+
+/** This turn's figure over the reference's of the same round; null against itself. */
+interface Ratios {
+  vsSink: number | null;
+  vsFloorDiscard: number | null;
+  vsFloorWrite: number | null;
+}
+
 interface Turn {
-  server: 'smtp-sink' | 'spamtrapd';
+  server: ServerKind;
   fsync: boolean | null;
   round: number;
   /** smtp-source messages plus probe messages that got 250. */
   sent: number;
-  /** Jobs that appeared in incoming/queue/ during the measured flood; null for smtp-sink, which stores nothing. */
+  /**
+   * Jobs that appeared in incoming/queue/ (spamtrapd) or files in the floor's directory (floor-write) during the
+   * measured flood; null for smtp-sink and floor-discard, which store nothing.
+   */
   stored: number | null;
   wallMs: number;
   msgsPerSec: number;
@@ -699,7 +799,13 @@ interface Turn {
   latencyRaw: number[];
   sourceErrors: string[];
   workerDeaths: number;
+  /** msgs/s over each reference's; filled in once the round is over. */
+  ratios: Ratios;
+  /** Server CPU ms/msg over each reference's. */
+  cpuRatios: Ratios;
 }
+
+const noRatios = (): Ratios => ({ vsSink: null, vsFloorDiscard: null, vsFloorWrite: null });
 
 function latencyOf(samples: number[], errors: string[]): Latency {
   const s = [...samples].sort((a, b) => a - b);
@@ -734,7 +840,7 @@ async function measuredFlood(tools: Tools, o: Options, port: number, pids: Array
   return { src, pr, user, sys, perProcessCpuMs, benchCpuMs: (benchCpu.user + benchCpu.system) / 1000 };
 }
 
-function makeTurn(server: Turn['server'], fsync: boolean | null, round: number, o: Options, m: Awaited<ReturnType<typeof measuredFlood>>, stored: number | null, deaths: number): Turn {
+function makeTurn(server: ServerKind, fsync: boolean | null, round: number, o: Options, m: Awaited<ReturnType<typeof measuredFlood>>, stored: number | null, deaths: number): Turn {
   const sent = o.messages + m.pr.ok;
   const handled = stored ?? sent;
   return {
@@ -756,6 +862,8 @@ function makeTurn(server: Turn['server'], fsync: boolean | null, round: number, 
     latencyRaw: m.pr.samples,
     sourceErrors: m.src.errors.slice(0, 10),
     workerDeaths: deaths,
+    ratios: noRatios(),
+    cpuRatios: noRatios(),
   };
 }
 
@@ -773,6 +881,19 @@ async function sinkTurn(tools: Tools, o: Options, round: number): Promise<Turn> 
   }
 }
 
+async function floorTurn(tools: Tools, o: Options, round: number, mode: FloorMode): Promise<Turn> {
+  const f = await Floor.start(o.spoolBase, mode, o.workers);
+  try {
+    const warm = await runSource(tools, f.port, warmupCount(o), o.sessions, o.size);
+    if (warm.errors.length) throw new Error(`floor-${mode} warm-up flood failed: ${warm.errors.slice(0, 3).join('; ')}\n${f.logTail()}`);
+    const w0 = f.written();
+    const m = await measuredFlood(tools, o, f.port, f.pids());
+    return makeTurn(`floor-${mode}`, null, round, o, m, mode === 'write' ? f.written() - w0 : null, f.workerDeaths());
+  } finally {
+    await f.stop();
+  }
+}
+
 async function trapTurn(tools: Tools, built: string, o: Options, round: number, fsync: boolean): Promise<Turn> {
   const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync });
   try {
@@ -787,8 +908,38 @@ async function trapTurn(tools: Tools, built: string, o: Options, round: number, 
 }
 
 function turnLabel(t: Turn): string {
-  return t.server === 'smtp-sink' ? 'smtp-sink' : `spamtrapd fsync=${t.fsync ? 'on' : 'off'}`;
+  return t.server === 'spamtrapd' ? `spamtrapd fsync=${t.fsync ? 'on' : 'off'}` : t.server;
 }
+
+/** Fills in every turn's ratios to the references that ran in the same round. */
+function rateRound(roundTurns: Turn[]): void {
+  const against = (t: Turn, metric: (x: Turn) => number): Ratios => {
+    const out = noRatios();
+    for (const [server, key] of REFERENCES) {
+      const ref = roundTurns.find((x) => x.server === server);
+      if (ref && ref !== t && metric(ref) > 0) out[key] = metric(t) / metric(ref);
+    }
+    return out;
+  };
+  for (const t of roundTurns) {
+    t.ratios = against(t, (x) => x.msgsPerSec);
+    t.cpuRatios = against(t, (x) => x.serverCpuMsPerMsg);
+  }
+}
+
+function printRoundRatios(round: number, roundTurns: Turn[]): void {
+  say(`  round ${round} ratios (msgs/s, then server CPU ms/msg, over the reference's in this round):`);
+  for (const t of roundTurns) {
+    const parts = REFERENCES.filter(([, k]) => t.ratios[k] !== null).map(([server, k]) => `${fmt(t.ratios[k] as number, 2)}x ${server} (CPU ${fmt(t.cpuRatios[k] as number, 1)}x)`);
+    say(`    ${turnLabel(t).padEnd(20)} ${parts.join(', ')}`);
+  }
+}
+
+const roundRatios = (r: Ratios): Ratios => ({
+  vsSink: r.vsSink === null ? null : round2(r.vsSink),
+  vsFloorDiscard: r.vsFloorDiscard === null ? null : round2(r.vsFloorDiscard),
+  vsFloorWrite: r.vsFloorWrite === null ? null : round2(r.vsFloorWrite),
+});
 
 function printTurn(t: Turn): void {
   const procs = Object.entries(t.perProcessCpuMs)
@@ -811,8 +962,14 @@ interface VariantSummary {
   msgsPerSec: Spread;
   /** This variant's rate over smtp-sink's in the same round; the figure that survives machine noise. */
   ratioVsSink: Spread | null;
+  /** Over the Node floor that receives and discards: what the trap costs beyond Node's sockets. */
+  ratioVsFloorDiscard: Spread | null;
+  /** Over the Node floor that also writes each message with one fs.writeFile. */
+  ratioVsFloorWrite: Spread | null;
   serverCpuMsPerMsg: Spread;
   cpuRatioVsSink: Spread | null;
+  cpuRatioVsFloorDiscard: Spread | null;
+  cpuRatioVsFloorWrite: Spread | null;
   clientCpuMsPerMsg: Spread;
   /** Over the probe samples of every round together. */
   latency: Latency;
@@ -820,27 +977,35 @@ interface VariantSummary {
   stored: number | null;
 }
 
+/** Median, min and max over rounds of one ratio; null when the reference never ran beside this variant. */
+function ratioSpread(ts: Turn[], pick: (t: Turn) => number | null): Spread | null {
+  const xs = ts.map(pick).filter((x): x is number => x !== null);
+  return xs.length ? roundSpread(spread(xs)) : null;
+}
+
 function summarise(turns: Turn[]): VariantSummary[] {
   const variants = [...new Set(turns.map(turnLabel))];
-  const sinkByRound = new Map(turns.filter((t) => t.server === 'smtp-sink').map((t) => [t.round, t]));
   return variants.map((v) => {
     const ts = turns.filter((t) => turnLabel(t) === v);
-    const isTrap = ts[0]?.server === 'spamtrapd';
-    const pairs = ts.map((t) => [t, sinkByRound.get(t.round)] as const).filter((p): p is readonly [Turn, Turn] => p[1] !== undefined);
+    const stores = ts[0]?.stored !== null;
     return {
       variant: v,
       turns: ts.length,
       msgsPerSec: spread(ts.map((t) => t.msgsPerSec)),
-      ratioVsSink: isTrap && pairs.length ? roundSpread(spread(pairs.map(([t, s]) => t.msgsPerSec / s.msgsPerSec))) : null,
+      ratioVsSink: ratioSpread(ts, (t) => t.ratios.vsSink),
+      ratioVsFloorDiscard: ratioSpread(ts, (t) => t.ratios.vsFloorDiscard),
+      ratioVsFloorWrite: ratioSpread(ts, (t) => t.ratios.vsFloorWrite),
       serverCpuMsPerMsg: spread(ts.map((t) => t.serverCpuMsPerMsg)),
-      cpuRatioVsSink: isTrap && pairs.length ? roundSpread(spread(pairs.map(([t, s]) => t.serverCpuMsPerMsg / s.serverCpuMsPerMsg))) : null,
+      cpuRatioVsSink: ratioSpread(ts, (t) => t.cpuRatios.vsSink),
+      cpuRatioVsFloorDiscard: ratioSpread(ts, (t) => t.cpuRatios.vsFloorDiscard),
+      cpuRatioVsFloorWrite: ratioSpread(ts, (t) => t.cpuRatios.vsFloorWrite),
       clientCpuMsPerMsg: spread(ts.map((t) => t.clientCpuMsPerMsg)),
       latency: latencyOf(
         ts.flatMap((t) => t.latencyRaw),
         ts.flatMap((t) => t.latency.errors),
       ),
       sent: ts.reduce((a, t) => a + t.sent, 0),
-      stored: isTrap ? ts.reduce((a, t) => a + (t.stored ?? 0), 0) : null,
+      stored: stores ? ts.reduce((a, t) => a + (t.stored ?? 0), 0) : null,
     };
   });
 }
@@ -849,38 +1014,67 @@ function roundSpread(s: Spread): Spread {
   return { median: round2(s.median), min: round2(s.min), max: round2(s.max) };
 }
 
-async function throughputMode(tools: Tools, built: string, o: Options, problems: string[]) {
-  say(`throughput: ${o.rounds} rounds; per turn ${o.messages} messages of ${o.size} B, ${o.sessions} sessions, one message per connection; ` +
-    `spamtrapd with ${o.workers} acceptors; ${o.probeLanes} latency probe lane(s); warm-up ${warmupCount(o)} messages per turn (not measured)`);
-  const kinds: Array<{ server: 'sink' } | { server: 'trap'; fsync: boolean }> = [{ server: 'sink' }, ...o.fsync.map((f) => ({ server: 'trap' as const, fsync: f }))];
-  const turns: Turn[] = [];
-  for (let round = 1; round <= o.rounds; round++) {
-    // Rotating who goes first spreads slow drifts of the shared machine over every variant.
-    const shift = (round - 1) % kinds.length;
-    for (const k of [...kinds.slice(shift), ...kinds.slice(0, shift)]) {
-      const t = k.server === 'sink' ? await sinkTurn(tools, o, round) : await trapTurn(tools, built, o, round, k.fsync);
-      printTurn(t);
-      turns.push(t);
-      if (t.sourceErrors.length) problems.push(`throughput round ${round} ${turnLabel(t)}: smtp-source errors: ${t.sourceErrors[0]}`);
-      if (t.latency.errors.length) problems.push(`throughput round ${round} ${turnLabel(t)}: probe errors: ${t.latency.errors[0]}`);
-      if (t.stored !== null && t.stored !== t.sent) problems.push(`throughput round ${round} ${turnLabel(t)}: stored ${t.stored} != sent ${t.sent}`);
-      if (t.workerDeaths) problems.push(`throughput round ${round} ${turnLabel(t)}: ${t.workerDeaths} worker process(es) died`);
-    }
-  }
-  const summary = summarise(turns);
+type TurnKind = { server: 'smtp-sink' } | { server: 'floor'; mode: FloorMode } | { server: 'spamtrapd'; fsync: boolean };
+
+function runTurn(tools: Tools, built: string, o: Options, round: number, k: TurnKind): Promise<Turn> {
+  if (k.server === 'smtp-sink') return sinkTurn(tools, o, round);
+  if (k.server === 'floor') return floorTurn(tools, o, round, k.mode);
+  return trapTurn(tools, built, o, round, k.fsync);
+}
+
+function printSummary(summary: VariantSummary[]): void {
   say('  summary (median, min-max over rounds):');
+  const sp = (x: Spread, d = 0) => `${fmt(x.median, d)} (${fmt(x.min, d)}-${fmt(x.max, d)})`;
   for (const s of summary) {
-    const sp = (x: Spread, d = 0) => `${fmt(x.median, d)} (${fmt(x.min, d)}-${fmt(x.max, d)})`;
+    const ratios = [
+      s.ratioVsSink && `${sp(s.ratioVsSink, 2)} x sink`,
+      s.ratioVsFloorDiscard && `${sp(s.ratioVsFloorDiscard, 2)} x floor-discard`,
+      s.ratioVsFloorWrite && `${sp(s.ratioVsFloorWrite, 2)} x floor-write`,
+    ].filter(Boolean);
     say(
       `    ${s.variant.padEnd(20)} ${sp(s.msgsPerSec).padEnd(18)} msg/s` +
-        (s.ratioVsSink ? `  = ${sp(s.ratioVsSink, 2)} x sink` : '') +
+        (ratios.length ? `  = ${ratios.join(', ')}` : '') +
         `  server ${sp(s.serverCpuMsPerMsg, 2)} ms/msg` +
         (s.cpuRatioVsSink ? ` (${fmt(s.cpuRatioVsSink.median, 1)} x sink)` : '') +
         `  latency p50 ${fmt(s.latency.p50Ms, 1)} / p99 ${fmt(s.latency.p99Ms, 1)} ms` +
         `  ${s.stored === null ? 'sent' : `stored ${s.stored} /`} ${s.sent}`,
     );
   }
-  return { turns: turns.map(({ latencyRaw: _raw, ...t }) => t), summary };
+}
+
+async function throughputMode(tools: Tools, built: string, o: Options, problems: string[]) {
+  say(`throughput: ${o.rounds} rounds; per turn ${o.messages} messages of ${o.size} B, ${o.sessions} sessions, one message per connection; ` +
+    `floors and spamtrapd with ${o.workers} acceptors; ${o.probeLanes} latency probe lane(s); warm-up ${warmupCount(o)} messages per turn (not measured)`);
+  const kinds: TurnKind[] = [
+    { server: 'smtp-sink' },
+    { server: 'floor', mode: 'discard' },
+    { server: 'floor', mode: 'write' },
+    ...o.fsync.map((fsync) => ({ server: 'spamtrapd' as const, fsync })),
+  ];
+  const turns: Turn[] = [];
+  for (let round = 1; round <= o.rounds; round++) {
+    // Rotating who goes first spreads slow drifts of the shared machine over every variant.
+    const shift = (round - 1) % kinds.length;
+    const roundTurns: Turn[] = [];
+    for (const k of [...kinds.slice(shift), ...kinds.slice(0, shift)]) {
+      const t = await runTurn(tools, built, o, round, k);
+      printTurn(t);
+      roundTurns.push(t);
+      if (t.sourceErrors.length) problems.push(`throughput round ${round} ${turnLabel(t)}: smtp-source errors: ${t.sourceErrors[0]}`);
+      if (t.latency.errors.length) problems.push(`throughput round ${round} ${turnLabel(t)}: probe errors: ${t.latency.errors[0]}`);
+      if (t.stored !== null && t.stored !== t.sent) problems.push(`throughput round ${round} ${turnLabel(t)}: stored ${t.stored} != sent ${t.sent}`);
+      if (t.workerDeaths) problems.push(`throughput round ${round} ${turnLabel(t)}: ${t.workerDeaths} worker process(es) died`);
+    }
+    rateRound(roundTurns);
+    printRoundRatios(round, roundTurns);
+    turns.push(...roundTurns);
+  }
+  const summary = summarise(turns);
+  printSummary(summary);
+  return {
+    turns: turns.map(({ latencyRaw: _raw, ...t }) => ({ ...t, ratios: roundRatios(t.ratios), cpuRatios: roundRatios(t.cpuRatios) })),
+    summary,
+  };
 }
 
 // ---------------------------------------------------------------- storm

@@ -27,7 +27,12 @@ interface Summary {
   variant: string;
   msgsPerSec: Spread;
   ratioVsSink: Spread | null;
+  ratioVsFloorDiscard: Spread | null;
+  ratioVsFloorWrite: Spread | null;
   serverCpuMsPerMsg: Spread;
+  cpuRatioVsSink: Spread | null;
+  cpuRatioVsFloorDiscard: Spread | null;
+  cpuRatioVsFloorWrite: Spread | null;
   latency: Latency;
   sent: number;
   stored: number | null;
@@ -95,7 +100,8 @@ test('bench/smtp-bench --smoke: every mode runs, reports every figure, stores ev
   for (const k of ['smtpSource', 'smtpSink', 'daemon']) assert.ok(r.commands[k], `commands.${k}`);
 
   const variants = new Map(r.throughput.summary.map((s) => [s.variant, s]));
-  assert.deepEqual([...variants.keys()].sort(), ['smtp-sink', 'spamtrapd fsync=off', 'spamtrapd fsync=on']);
+  assert.deepEqual([...variants.keys()].sort(), ['floor-discard', 'floor-write', 'smtp-sink', 'spamtrapd fsync=off', 'spamtrapd fsync=on']);
+  const ratio = (x: Spread | null) => x !== null && positive(x.median) && positive(x.min) && x.min <= x.median && x.median <= x.max;
   for (const s of variants.values()) {
     assert.ok(positive(s.msgsPerSec.median), `${s.variant} msgs/s`);
     assert.ok(s.msgsPerSec.min <= s.msgsPerSec.median && s.msgsPerSec.median <= s.msgsPerSec.max, `${s.variant} spread`);
@@ -104,16 +110,19 @@ test('bench/smtp-bench --smoke: every mode runs, reports every figure, stores ev
     assert.ok(s.latency.p50Ms > 0 && s.latency.p50Ms <= s.latency.p99Ms, `${s.variant} p50 <= p99`);
     assert.deepEqual(s.latency.errors, []);
     assert.ok(s.sent >= r.options.messages, `${s.variant} sent`);
-    if (s.variant === 'smtp-sink') {
-      assert.equal(s.stored, null);
-      assert.equal(s.ratioVsSink, null);
-    } else {
-      assert.equal(s.stored, s.sent, `${s.variant}: stored == sent`);
-      assert.ok(s.ratioVsSink && positive(s.ratioVsSink.median), `${s.variant} ratio vs sink`);
+    // Every variant is compared with every reference but itself, in the same round.
+    const refs = { 'smtp-sink': [s.ratioVsSink, s.cpuRatioVsSink], 'floor-discard': [s.ratioVsFloorDiscard, s.cpuRatioVsFloorDiscard], 'floor-write': [s.ratioVsFloorWrite, s.cpuRatioVsFloorWrite] };
+    for (const [ref, pair] of Object.entries(refs)) {
+      for (const x of pair) {
+        if (ref === s.variant) assert.equal(x, null, `${s.variant} against itself`);
+        else assert.ok(ratio(x), `${s.variant} ratio vs ${ref}: ${JSON.stringify(x)}`);
+      }
     }
+    if (s.variant === 'smtp-sink' || s.variant === 'floor-discard') assert.equal(s.stored, null, `${s.variant} stores nothing`);
+    else assert.equal(s.stored, s.sent, `${s.variant}: stored == sent`);
   }
   for (const turn of r.throughput.turns) {
-    for (const k of ['round', 'sent', 'stored', 'wallMs', 'msgsPerSec', 'serverCpuMs', 'serverCpuMsPerMsg', 'perProcessCpuMs', 'clientCpuMsPerMsg', 'latency']) {
+    for (const k of ['round', 'sent', 'stored', 'wallMs', 'msgsPerSec', 'serverCpuMs', 'serverCpuMsPerMsg', 'perProcessCpuMs', 'clientCpuMsPerMsg', 'latency', 'ratios', 'cpuRatios']) {
       assert.ok(k in turn, `turn field ${k}`);
     }
   }
