@@ -38,6 +38,8 @@ interface Options {
   soakSampleEvery: number;
   spoolBase: string;
   warmup: number;
+  /** Messages per connection of the throughput floods; each value is a variant of its own in every round. */
+  perConnection: number[];
 }
 
 const USAGE = `usage: node dist/bench/smtp-bench.js [options]
@@ -46,6 +48,8 @@ const USAGE = `usage: node dist/bench/smtp-bench.js [options]
   --messages N          smtp-source messages per throughput turn (default 5000)
   --sessions N          smtp-source parallel sessions (default 50)
   --size BYTES          message body length, smtp-source -l (default 4096)
+  --per-connection N[,N...]  messages per connection in throughput mode (default 1: a fresh connection per
+                        message); N > 1 runs smtp-source -d; a list runs each value as a variant in every round
   --workers N           spamtrapd acceptors (default 2)
   --fsync off|on|both   SPOOL_FSYNC for the spamtrapd turns (default off)
   --probe-lanes N       sequential latency-probe clients beside the flood, 0 = none (default 1)
@@ -70,6 +74,7 @@ function parseOptions(argv: string[]): Options {
       messages: { type: 'string' },
       sessions: { type: 'string' },
       size: { type: 'string' },
+      'per-connection': { type: 'string' },
       workers: { type: 'string' },
       fsync: { type: 'string' },
       'probe-lanes': { type: 'string' },
@@ -102,6 +107,10 @@ function parseOptions(argv: string[]): Options {
   const fsync = ({ off: [false], on: [true], both: [false, true] } as Record<string, boolean[]>)[fsyncArg];
   if (!fsync) throw new UsageError(`--fsync must be off, on or both, not '${fsyncArg}'`);
   const soakMessages = int('soak-messages', smoke ? 1000 : 200_000, 10);
+  const perConnection = (values['per-connection'] ?? (smoke ? '1,5' : '1')).split(',').map((x) => Number(x.trim()));
+  if (!perConnection.every((n) => Number.isInteger(n) && n >= 1) || new Set(perConnection).size !== perConnection.length) {
+    throw new UsageError(`--per-connection must be distinct integers >= 1, comma-separated, not '${values['per-connection']}'`);
+  }
   return {
     mode,
     rounds: int('rounds', smoke ? 1 : 3, 1),
@@ -119,6 +128,7 @@ function parseOptions(argv: string[]): Options {
     soakMessages,
     soakSampleEvery: int('soak-sample-every', Math.max(1, Math.floor(soakMessages / 20)), 1),
     spoolBase: path.resolve(values['spool-base'] ?? os.tmpdir()),
+    perConnection,
   };
 }
 
@@ -457,22 +467,78 @@ interface SourceRun {
   wallMs: number;
   clientCpuMs: number;
   errors: string[];
+  /** The last smtp-source command line of the flood (they differ only in -m and -s). */
   argv: string[];
+  /** smtp-source runs it took (more than one only with several messages per connection). */
+  runs: number;
 }
 
-function sourceArgs(port: number, messages: number, sessions: number, size: number): string[] {
-  // One message per connection (smtp-source's default), like spam bots that reconnect for every message.
-  return ['-s', String(sessions), '-l', String(size), '-m', String(messages), '-f', 'flood@spam.example', '-t', 'trap@bait.example', `127.0.0.1:${port}`];
+interface SourceOpts {
+  /** Messages per connection; above 1 smtp-source runs with -d. */
+  perConnection?: number;
+  /** Called with the messages sent so far (smtp-source -c counts each final dot), as they go. */
+  onProgress?: (sent: number) => void;
 }
 
-async function runSource(tools: Tools, port: number, messages: number, sessions: number, size: number): Promise<SourceRun> {
-  const argv = sourceArgs(port, messages, sessions, size);
+function sourceArgs(port: number, messages: number, sessions: number, size: number, perConnection = 1, counter = false): string[] {
+  // One message per connection (smtp-source's default), like spam bots that reconnect for every message; -d keeps
+  // the connection for the session's next message instead; -c prints a running count of final dots sent.
+  return [
+    ...(perConnection > 1 ? ['-d'] : []),
+    ...(counter ? ['-c'] : []),
+    ...['-s', String(sessions), '-l', String(size), '-m', String(messages), '-f', 'flood@spam.example', '-t', 'trap@bait.example', `127.0.0.1:${port}`],
+  ];
+}
+
+/**
+ * The smtp-source runs of one flood. With -d a session keeps its connection until the run's -m is used up, so a run
+ * opens `sessions` connections that share its messages: runs of sessions x N messages send N per connection on
+ * average (a faster session takes a few more).
+ */
+function sourceBatches(messages: number, sessions: number, perConnection: number): Array<{ messages: number; sessions: number }> {
+  if (perConnection <= 1) return [{ messages, sessions }];
+  const out: Array<{ messages: number; sessions: number }> = [];
+  for (let left = messages; left > 0; ) {
+    const m = Math.min(left, sessions * perConnection);
+    out.push({ messages: m, sessions: Math.min(sessions, Math.ceil(m / perConnection)) });
+    left -= m;
+  }
+  return out;
+}
+
+async function runSource(tools: Tools, port: number, messages: number, sessions: number, size: number, opts: SourceOpts = {}): Promise<SourceRun> {
+  const perConnection = opts.perConnection ?? 1;
+  const batches = sourceBatches(messages, sessions, perConnection);
   const before = readCpu('self');
   const t0 = process.hrtime.bigint();
-  const child = startChild(tools.source, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const errors: string[] = [];
+  let argv: string[] = [];
+  let sent = 0;
+  for (const b of batches) {
+    argv = sourceArgs(port, b.messages, b.sessions, size, perConnection, opts.onProgress !== undefined);
+    const base = sent;
+    errors.push(...(await runSourceOnce(tools.source, argv, b.messages, opts.onProgress && ((n) => opts.onProgress?.(base + n)))));
+    sent += b.messages;
+  }
+  const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const after = readCpu('self');
+  return { wallMs, clientCpuMs: ticksToMs(after.childUser + after.childSys - before.childUser - before.childSys), errors, argv, runs: batches.length };
+}
+
+/** One smtp-source process to its exit; its stderr lines (and a bad exit) are the errors. */
+async function runSourceOnce(source: string, argv: string[], messages: number, onProgress?: (sent: number) => void): Promise<string[]> {
+  const child = startChild(source, argv, { stdio: ['ignore', onProgress ? 'pipe' : 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => {
     if (stderr.length < 64 * 1024) stderr += d;
+  });
+  // -c writes "N\r" after each final dot; only the last complete number matters.
+  let partial = '';
+  child.stdout?.setEncoding('latin1').on('data', (d: string) => {
+    const parts = (partial + d).split('\r');
+    partial = parts.pop() as string;
+    const last = parts.length ? Number(parts[parts.length - 1]) : NaN;
+    if (Number.isInteger(last)) onProgress?.(last);
   });
   // Bounded: even 20 msgs/s finishes; a wedged server must end the run, not hang it.
   const limitMs = 120_000 + messages * 50;
@@ -480,11 +546,9 @@ async function runSource(tools: Tools, port: number, messages: number, sessions:
     killGroup(child);
     throw e;
   });
-  const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
-  const after = readCpu('self');
   const errors = stderr.split('\n').filter((l) => l.trim() !== '');
   if (code !== 0) errors.push(`smtp-source exited ${code ?? signal}`);
-  return { wallMs, clientCpuMs: ticksToMs(after.childUser + after.childSys - before.childUser - before.childSys), errors, argv };
+  return errors;
 }
 
 async function waitForGreeting(port: number, timeoutMs: number, alive: () => boolean): Promise<void> {
@@ -775,10 +839,17 @@ interface Ratios {
   vsFloorWrite: number | null;
 }
 
+/** Where a turn stands in the run: its round, and how many messages each of its connections carries. */
+interface TurnAt {
+  round: number;
+  perConnection: number;
+}
+
 interface Turn {
   server: ServerKind;
   fsync: boolean | null;
   round: number;
+  perConnection: number;
   /** smtp-source messages plus probe messages that got 250. */
   sent: number;
   /**
@@ -813,14 +884,14 @@ function latencyOf(samples: number[], errors: string[]): Latency {
 }
 
 /** The measured part of a turn: the flood, the probe beside it, and CPU of the server processes around both. */
-async function measuredFlood(tools: Tools, o: Options, port: number, pids: Array<{ name: string; pid: number }>) {
+async function measuredFlood(tools: Tools, o: Options, at: TurnAt, port: number, pids: Array<{ name: string; pid: number }>) {
   const before = pids.map((p) => readCpu(p.pid));
   const benchBefore = process.cpuUsage();
   const stop = { now: false };
   const probe = o.probeLanes > 0 ? latencyProbe(port, o.size, o.probeLanes, stop) : Promise.resolve({ samples: [], ok: 0, errors: [] });
   let src: SourceRun;
   try {
-    src = await runSource(tools, port, o.messages, o.sessions, o.size);
+    src = await runSource(tools, port, o.messages, o.sessions, o.size, { perConnection: at.perConnection });
   } finally {
     stop.now = true;
   }
@@ -840,13 +911,14 @@ async function measuredFlood(tools: Tools, o: Options, port: number, pids: Array
   return { src, pr, user, sys, perProcessCpuMs, benchCpuMs: (benchCpu.user + benchCpu.system) / 1000 };
 }
 
-function makeTurn(server: ServerKind, fsync: boolean | null, round: number, o: Options, m: Awaited<ReturnType<typeof measuredFlood>>, stored: number | null, deaths: number): Turn {
+function makeTurn(server: ServerKind, fsync: boolean | null, at: TurnAt, o: Options, m: Awaited<ReturnType<typeof measuredFlood>>, stored: number | null, deaths: number): Turn {
   const sent = o.messages + m.pr.ok;
   const handled = stored ?? sent;
   return {
     server,
     fsync,
-    round,
+    round: at.round,
+    perConnection: at.perConnection,
     sent,
     stored,
     wallMs: Math.round(m.src.wallMs),
@@ -870,53 +942,57 @@ function makeTurn(server: ServerKind, fsync: boolean | null, round: number, o: O
 /** Enough messages to get the JIT and the page cache past their first-request costs before measuring. */
 const warmupCount = (o: Options) => o.warmup;
 
-async function sinkTurn(tools: Tools, o: Options, round: number): Promise<Turn> {
+async function sinkTurn(tools: Tools, o: Options, at: TurnAt): Promise<Turn> {
   const sink = await startSink(tools);
   try {
-    await runSource(tools, sink.port, warmupCount(o), o.sessions, o.size);
-    const m = await measuredFlood(tools, o, sink.port, [{ name: 'smtp-sink', pid: sink.pid }]);
-    return makeTurn('smtp-sink', null, round, o, m, null, 0);
+    await runSource(tools, sink.port, warmupCount(o), o.sessions, o.size, { perConnection: at.perConnection });
+    const m = await measuredFlood(tools, o, at, sink.port, [{ name: 'smtp-sink', pid: sink.pid }]);
+    return makeTurn('smtp-sink', null, at, o, m, null, 0);
   } finally {
     await stopSink(sink);
   }
 }
 
-async function floorTurn(tools: Tools, o: Options, round: number, mode: FloorMode): Promise<Turn> {
+async function floorTurn(tools: Tools, o: Options, at: TurnAt, mode: FloorMode): Promise<Turn> {
   const f = await Floor.start(o.spoolBase, mode, o.workers);
   try {
-    const warm = await runSource(tools, f.port, warmupCount(o), o.sessions, o.size);
+    const warm = await runSource(tools, f.port, warmupCount(o), o.sessions, o.size, { perConnection: at.perConnection });
     if (warm.errors.length) throw new Error(`floor-${mode} warm-up flood failed: ${warm.errors.slice(0, 3).join('; ')}\n${f.logTail()}`);
     const w0 = f.written();
-    const m = await measuredFlood(tools, o, f.port, f.pids());
-    return makeTurn(`floor-${mode}`, null, round, o, m, mode === 'write' ? f.written() - w0 : null, f.workerDeaths());
+    const m = await measuredFlood(tools, o, at, f.port, f.pids());
+    return makeTurn(`floor-${mode}`, null, at, o, m, mode === 'write' ? f.written() - w0 : null, f.workerDeaths());
   } finally {
     await f.stop();
   }
 }
 
-async function trapTurn(tools: Tools, built: string, o: Options, round: number, fsync: boolean): Promise<Turn> {
+async function trapTurn(tools: Tools, built: string, o: Options, at: TurnAt, fsync: boolean): Promise<Turn> {
   const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync });
   try {
-    const warm = await runSource(tools, d.port, warmupCount(o), o.sessions, o.size);
+    const warm = await runSource(tools, d.port, warmupCount(o), o.sessions, o.size, { perConnection: at.perConnection });
     if (warm.errors.length) throw new Error(`warm-up flood failed: ${warm.errors.slice(0, 3).join('; ')}\n${d.logTail()}`);
     const q0 = d.queued();
-    const m = await measuredFlood(tools, o, d.port, d.pids());
-    return makeTurn('spamtrapd', fsync, round, o, m, d.queued() - q0, d.workerDeaths());
+    const m = await measuredFlood(tools, o, at, d.port, d.pids());
+    return makeTurn('spamtrapd', fsync, at, o, m, d.queued() - q0, d.workerDeaths());
   } finally {
     await d.stop();
   }
 }
 
+/** Wide enough for 'spamtrapd fsync=off 100/conn'. */
+const LABEL_WIDTH = 28;
+
 function turnLabel(t: Turn): string {
-  return t.server === 'spamtrapd' ? `spamtrapd fsync=${t.fsync ? 'on' : 'off'}` : t.server;
+  const server = t.server === 'spamtrapd' ? `spamtrapd fsync=${t.fsync ? 'on' : 'off'}` : t.server;
+  return t.perConnection === 1 ? server : `${server} ${t.perConnection}/conn`;
 }
 
-/** Fills in every turn's ratios to the references that ran in the same round. */
+/** Fills in every turn's ratios to the references that ran in the same round with as many messages per connection. */
 function rateRound(roundTurns: Turn[]): void {
   const against = (t: Turn, metric: (x: Turn) => number): Ratios => {
     const out = noRatios();
     for (const [server, key] of REFERENCES) {
-      const ref = roundTurns.find((x) => x.server === server);
+      const ref = roundTurns.find((x) => x.server === server && x.perConnection === t.perConnection);
       if (ref && ref !== t && metric(ref) > 0) out[key] = metric(t) / metric(ref);
     }
     return out;
@@ -931,7 +1007,7 @@ function printRoundRatios(round: number, roundTurns: Turn[]): void {
   say(`  round ${round} ratios (msgs/s, then server CPU ms/msg, over the reference's in this round):`);
   for (const t of roundTurns) {
     const parts = REFERENCES.filter(([, k]) => t.ratios[k] !== null).map(([server, k]) => `${fmt(t.ratios[k] as number, 2)}x ${server} (CPU ${fmt(t.cpuRatios[k] as number, 1)}x)`);
-    say(`    ${turnLabel(t).padEnd(20)} ${parts.join(', ')}`);
+    say(`    ${turnLabel(t).padEnd(LABEL_WIDTH)} ${parts.join(', ')}`);
   }
 }
 
@@ -946,7 +1022,7 @@ function printTurn(t: Turn): void {
     .map(([k, v]) => `${k} ${fmt(v)}`)
     .join(', ');
   say(
-    `  round ${t.round}  ${turnLabel(t).padEnd(20)} ${fmt(t.msgsPerSec).padStart(6)} msg/s  server ${fmt(t.serverCpuMsPerMsg, 2)} ms/msg ` +
+    `  round ${t.round}  ${turnLabel(t).padEnd(LABEL_WIDTH)} ${fmt(t.msgsPerSec).padStart(6)} msg/s  server ${fmt(t.serverCpuMsPerMsg, 2)} ms/msg ` +
       `(user ${fmt(t.serverUserMs)} + sys ${fmt(t.serverSysMs)} ms: ${procs})  smtp-source ${fmt(t.clientCpuMsPerMsg, 2)} ms/msg  ` +
       `latency p50 ${fmt(t.latency.p50Ms, 1)} p99 ${fmt(t.latency.p99Ms, 1)} ms (${t.latency.samples})  ` +
       `${t.stored === null ? `accepted ${t.sent - t.sourceErrors.length}` : `stored ${t.stored}`}/${t.sent} sent` +
@@ -958,6 +1034,7 @@ function printTurn(t: Turn): void {
 
 interface VariantSummary {
   variant: string;
+  perConnection: number;
   turns: number;
   msgsPerSec: Spread;
   /** This variant's rate over smtp-sink's in the same round; the figure that survives machine noise. */
@@ -990,6 +1067,7 @@ function summarise(turns: Turn[]): VariantSummary[] {
     const stores = ts[0]?.stored !== null;
     return {
       variant: v,
+      perConnection: ts[0]?.perConnection ?? 1,
       turns: ts.length,
       msgsPerSec: spread(ts.map((t) => t.msgsPerSec)),
       ratioVsSink: ratioSpread(ts, (t) => t.ratios.vsSink),
@@ -1016,10 +1094,15 @@ function roundSpread(s: Spread): Spread {
 
 type TurnKind = { server: 'smtp-sink' } | { server: 'floor'; mode: FloorMode } | { server: 'spamtrapd'; fsync: boolean };
 
-function runTurn(tools: Tools, built: string, o: Options, round: number, k: TurnKind): Promise<Turn> {
-  if (k.server === 'smtp-sink') return sinkTurn(tools, o, round);
-  if (k.server === 'floor') return floorTurn(tools, o, round, k.mode);
-  return trapTurn(tools, built, o, round, k.fsync);
+function runTurn(tools: Tools, built: string, o: Options, at: TurnAt, k: TurnKind): Promise<Turn> {
+  if (k.server === 'smtp-sink') return sinkTurn(tools, o, at);
+  if (k.server === 'floor') return floorTurn(tools, o, at, k.mode);
+  return trapTurn(tools, built, o, at, k.fsync);
+}
+
+function perConnectionText(o: Options): string {
+  const one = (n: number) => (n === 1 ? 'one message per connection' : `${n} messages per connection (smtp-source -d, runs of sessions x ${n})`);
+  return o.perConnection.map(one).join(' and ');
 }
 
 function printSummary(summary: VariantSummary[]): void {
@@ -1032,7 +1115,7 @@ function printSummary(summary: VariantSummary[]): void {
       s.ratioVsFloorWrite && `${sp(s.ratioVsFloorWrite, 2)} x floor-write`,
     ].filter(Boolean);
     say(
-      `    ${s.variant.padEnd(20)} ${sp(s.msgsPerSec).padEnd(18)} msg/s` +
+      `    ${s.variant.padEnd(LABEL_WIDTH)} ${sp(s.msgsPerSec).padEnd(18)} msg/s` +
         (ratios.length ? `  = ${ratios.join(', ')}` : '') +
         `  server ${sp(s.serverCpuMsPerMsg, 2)} ms/msg` +
         (s.cpuRatioVsSink ? ` (${fmt(s.cpuRatioVsSink.median, 1)} x sink)` : '') +
@@ -1043,21 +1126,22 @@ function printSummary(summary: VariantSummary[]): void {
 }
 
 async function throughputMode(tools: Tools, built: string, o: Options, problems: string[]) {
-  say(`throughput: ${o.rounds} rounds; per turn ${o.messages} messages of ${o.size} B, ${o.sessions} sessions, one message per connection; ` +
+  say(`throughput: ${o.rounds} rounds; per turn ${o.messages} messages of ${o.size} B, ${o.sessions} sessions, ${perConnectionText(o)}; ` +
     `floors and spamtrapd with ${o.workers} acceptors; ${o.probeLanes} latency probe lane(s); warm-up ${warmupCount(o)} messages per turn (not measured)`);
-  const kinds: TurnKind[] = [
+  const servers: TurnKind[] = [
     { server: 'smtp-sink' },
     { server: 'floor', mode: 'discard' },
     { server: 'floor', mode: 'write' },
     ...o.fsync.map((fsync) => ({ server: 'spamtrapd' as const, fsync })),
   ];
+  const kinds = o.perConnection.flatMap((perConnection) => servers.map((k) => ({ k, perConnection })));
   const turns: Turn[] = [];
   for (let round = 1; round <= o.rounds; round++) {
     // Rotating who goes first spreads slow drifts of the shared machine over every variant.
     const shift = (round - 1) % kinds.length;
     const roundTurns: Turn[] = [];
-    for (const k of [...kinds.slice(shift), ...kinds.slice(0, shift)]) {
-      const t = await runTurn(tools, built, o, round, k);
+    for (const { k, perConnection } of [...kinds.slice(shift), ...kinds.slice(0, shift)]) {
+      const t = await runTurn(tools, built, o, { round, perConnection }, k);
       printTurn(t);
       roundTurns.push(t);
       if (t.sourceErrors.length) problems.push(`throughput round ${round} ${turnLabel(t)}: smtp-source errors: ${t.sourceErrors[0]}`);
@@ -1072,6 +1156,7 @@ async function throughputMode(tools: Tools, built: string, o: Options, problems:
   const summary = summarise(turns);
   printSummary(summary);
   return {
+    perConnection: o.perConnection,
     turns: turns.map(({ latencyRaw: _raw, ...t }) => ({ ...t, ratios: roundRatios(t.ratios), cpuRatios: roundRatios(t.cpuRatios) })),
     summary,
   };

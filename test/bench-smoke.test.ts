@@ -25,6 +25,7 @@ interface Latency {
 
 interface Summary {
   variant: string;
+  perConnection: number;
   msgsPerSec: Spread;
   ratioVsSink: Spread | null;
   ratioVsFloorDiscard: Spread | null;
@@ -41,9 +42,9 @@ interface Summary {
 interface Report {
   ok: boolean;
   problems: string[];
-  options: { messages: number; stormIdle: number; stormMessages: number; soakMessages: number };
+  options: { messages: number; stormIdle: number; stormMessages: number; soakMessages: number; perConnection: number[] };
   commands: Record<string, string>;
-  throughput: { turns: Array<Record<string, unknown>>; summary: Summary[] };
+  throughput: { perConnection: number[]; turns: Array<Record<string, unknown>>; summary: Summary[] };
   storm: {
     idleRequested: number;
     idleOpened: number;
@@ -99,8 +100,12 @@ test('bench/smtp-bench --smoke: every mode runs, reports every figure, stores ev
   assert.deepEqual(r.problems, []);
   for (const k of ['smtpSource', 'smtpSink', 'daemon']) assert.ok(r.commands[k], `commands.${k}`);
 
+  // Smoke runs one message per connection and 5 per connection (smtp-source -d) as variants of every round.
+  assert.deepEqual(r.throughput.perConnection, [1, 5]);
+  assert.deepEqual(r.options.perConnection, [1, 5]);
   const variants = new Map(r.throughput.summary.map((s) => [s.variant, s]));
-  assert.deepEqual([...variants.keys()].sort(), ['floor-discard', 'floor-write', 'smtp-sink', 'spamtrapd fsync=off', 'spamtrapd fsync=on']);
+  const servers = ['floor-discard', 'floor-write', 'smtp-sink', 'spamtrapd fsync=off', 'spamtrapd fsync=on'];
+  assert.deepEqual([...variants.keys()].sort(), [...servers, ...servers.map((v) => `${v} 5/conn`)].sort());
   const ratio = (x: Spread | null) => x !== null && positive(x.median) && positive(x.min) && x.min <= x.median && x.median <= x.max;
   for (const s of variants.values()) {
     assert.ok(positive(s.msgsPerSec.median), `${s.variant} msgs/s`);
@@ -111,18 +116,20 @@ test('bench/smtp-bench --smoke: every mode runs, reports every figure, stores ev
     assert.deepEqual(s.latency.errors, []);
     assert.ok(s.sent >= r.options.messages, `${s.variant} sent`);
     // Every variant is compared with every reference but itself, in the same round.
+    const server = s.variant.replace(/ 5\/conn$/, '');
+    assert.equal(s.perConnection, server === s.variant ? 1 : 5, `${s.variant} per connection`);
     const refs = { 'smtp-sink': [s.ratioVsSink, s.cpuRatioVsSink], 'floor-discard': [s.ratioVsFloorDiscard, s.cpuRatioVsFloorDiscard], 'floor-write': [s.ratioVsFloorWrite, s.cpuRatioVsFloorWrite] };
     for (const [ref, pair] of Object.entries(refs)) {
       for (const x of pair) {
-        if (ref === s.variant) assert.equal(x, null, `${s.variant} against itself`);
+        if (ref === server) assert.equal(x, null, `${s.variant} against itself`);
         else assert.ok(ratio(x), `${s.variant} ratio vs ${ref}: ${JSON.stringify(x)}`);
       }
     }
-    if (s.variant === 'smtp-sink' || s.variant === 'floor-discard') assert.equal(s.stored, null, `${s.variant} stores nothing`);
+    if (server === 'smtp-sink' || server === 'floor-discard') assert.equal(s.stored, null, `${s.variant} stores nothing`);
     else assert.equal(s.stored, s.sent, `${s.variant}: stored == sent`);
   }
   for (const turn of r.throughput.turns) {
-    for (const k of ['round', 'sent', 'stored', 'wallMs', 'msgsPerSec', 'serverCpuMs', 'serverCpuMsPerMsg', 'perProcessCpuMs', 'clientCpuMsPerMsg', 'latency', 'ratios', 'cpuRatios']) {
+    for (const k of ['round', 'sent', 'stored', 'wallMs', 'msgsPerSec', 'serverCpuMs', 'serverCpuMsPerMsg', 'perProcessCpuMs', 'clientCpuMsPerMsg', 'latency', 'ratios', 'cpuRatios', 'perConnection']) {
       assert.ok(k in turn, `turn field ${k}`);
     }
   }
