@@ -15,6 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { dataLocation, dirqueueHash, name0 } from '../src/dirqueue/names';
 import { freePort } from '../test/helpers/daemon';
 
 // ---------------------------------------------------------------- options
@@ -40,6 +41,8 @@ interface Options {
   warmup: number;
   /** Messages per connection of the throughput floods; each value is a variant of its own in every round. */
   perConnection: number[];
+  /** Files created and removed in every directory a message writes to, before each throughput turn. */
+  warmSpool: number;
 }
 
 const USAGE = `usage: node dist/bench/smtp-bench.js [options]
@@ -57,7 +60,12 @@ const USAGE = `usage: node dist/bench/smtp-bench.js [options]
   --storm-messages N    flood size during the storm (default 2000)
   --soak-messages N     soak flood size (default 200000)
   --soak-sample-every N RSS sample interval in messages (default soak-messages/20)
-  --spool-base DIR      where the temporary spools go (default os.tmpdir(); /dev/shm for tmpfs)
+  --spool-base DIR      where the temporary spools and the floor-write directory go: pick the disk to measure
+                        (default os.tmpdir(); /dev/shm for tmpfs)
+  --warm-spool N        before each throughput turn, create and remove N files in every directory a message
+                        writes to (the trap's incoming/tmp, incoming/queue, each acceptor's incoming/data/H1/H2;
+                        the floor-write directory), default 0 (smoke: 100). On ext4 the first few thousand
+                        creations in a fresh directory cost far more than the later ones
   --json                print one JSON document on stdout (the human report goes to stderr)
   --warmup N            unmeasured messages before each measured turn (default 3000; smoke: 30). A trap runs
                         for days: V8 needs a few thousand transactions to optimise the hot path, and a turn
@@ -75,6 +83,7 @@ function parseOptions(argv: string[]): Options {
       sessions: { type: 'string' },
       size: { type: 'string' },
       'per-connection': { type: 'string' },
+      'warm-spool': { type: 'string' },
       workers: { type: 'string' },
       fsync: { type: 'string' },
       'probe-lanes': { type: 'string' },
@@ -129,6 +138,7 @@ function parseOptions(argv: string[]): Options {
     soakSampleEvery: int('soak-sample-every', Math.max(1, Math.floor(soakMessages / 20)), 1),
     spoolBase: path.resolve(values['spool-base'] ?? os.tmpdir()),
     perConnection,
+    warmSpool: int('warm-spool', smoke ? 100 : 0, 0),
   };
 }
 
@@ -758,9 +768,53 @@ class Daemon extends ClusterServer {
     }
   }
 
+  /**
+   * Every directory a message creates a file in: incoming/tmp and incoming/queue, and each acceptor's data directory
+   * data/H1/H2, named by the last two characters of its job names: the HASH of the host name and its pid
+   * (src/dirqueue/names.ts; src/acceptor.ts gives its Spool no host name, so the writer takes os.hostname()).
+   */
+  jobDirs(): string[] {
+    const incoming = path.join(this.spoolDir, 'incoming');
+    const data = this.acceptors().map((a) => {
+      const loc = dataLocation(name0(50, { sec: 0, usec: 0 }, dirqueueHash(os.hostname(), a.pid)));
+      return path.join(incoming, 'data', loc.h1, loc.h2);
+    });
+    return [path.join(incoming, 'tmp'), path.join(incoming, 'queue'), ...new Set(data)];
+  }
+
+  /** The data directories that hold files now, to check that jobDirs() named the ones really used. */
+  dataDirsInUse(): string[] {
+    const data = path.join(this.spoolDir, 'incoming', 'data');
+    const out: string[] = [];
+    for (const h1 of fs.existsSync(data) ? fs.readdirSync(data) : []) {
+      for (const h2 of fs.readdirSync(path.join(data, h1))) {
+        const dir = path.join(data, h1, h2);
+        if (fs.readdirSync(dir).length > 0) out.push(dir);
+      }
+    }
+    return out;
+  }
+
   stop(): Promise<void> {
     return this.stopAndRemove(true);
   }
+}
+
+/**
+ * Creates and removes `count` files in each directory, so that a measured flood meets directories that have grown
+ * already, as a trap's have after its first hours. Names start with a letter: consumers take names starting with a
+ * digit. Returns the milliseconds it took.
+ */
+function warmDirs(dirs: string[], count: number): number {
+  if (count === 0) return 0;
+  const t0 = Date.now();
+  for (const dir of dirs) {
+    fs.mkdirSync(dir, { recursive: true });
+    const names = Array.from({ length: count }, (_, i) => path.join(dir, `warm-spool.${String(i).padStart(8, '0')}.${process.pid}`));
+    for (const n of names) fs.closeSync(fs.openSync(n, 'wx'));
+    for (const n of names) fs.unlinkSync(n);
+  }
+  return Date.now() - t0;
 }
 
 type FloorMode = 'discard' | 'write';
@@ -870,6 +924,8 @@ interface Turn {
   latencyRaw: number[];
   sourceErrors: string[];
   workerDeaths: number;
+  /** Time spent on --warm-spool before the turn's warm-up flood (0 when off or nothing to warm). */
+  warmSpoolMs: number;
   /** msgs/s over each reference's; filled in once the round is over. */
   ratios: Ratios;
   /** Server CPU ms/msg over each reference's. */
@@ -934,6 +990,7 @@ function makeTurn(server: ServerKind, fsync: boolean | null, at: TurnAt, o: Opti
     latencyRaw: m.pr.samples,
     sourceErrors: m.src.errors.slice(0, 10),
     workerDeaths: deaths,
+    warmSpoolMs: 0,
     ratios: noRatios(),
     cpuRatios: noRatios(),
   };
@@ -956,11 +1013,12 @@ async function sinkTurn(tools: Tools, o: Options, at: TurnAt): Promise<Turn> {
 async function floorTurn(tools: Tools, o: Options, at: TurnAt, mode: FloorMode): Promise<Turn> {
   const f = await Floor.start(o.spoolBase, mode, o.workers);
   try {
+    const warmSpoolMs = mode === 'write' ? warmDirs([f.messagesDir], o.warmSpool) : 0;
     const warm = await runSource(tools, f.port, warmupCount(o), o.sessions, o.size, { perConnection: at.perConnection });
     if (warm.errors.length) throw new Error(`floor-${mode} warm-up flood failed: ${warm.errors.slice(0, 3).join('; ')}\n${f.logTail()}`);
     const w0 = f.written();
     const m = await measuredFlood(tools, o, at, f.port, f.pids());
-    return makeTurn(`floor-${mode}`, null, at, o, m, mode === 'write' ? f.written() - w0 : null, f.workerDeaths());
+    return { ...makeTurn(`floor-${mode}`, null, at, o, m, mode === 'write' ? f.written() - w0 : null, f.workerDeaths()), warmSpoolMs };
   } finally {
     await f.stop();
   }
@@ -969,11 +1027,16 @@ async function floorTurn(tools: Tools, o: Options, at: TurnAt, mode: FloorMode):
 async function trapTurn(tools: Tools, built: string, o: Options, at: TurnAt, fsync: boolean): Promise<Turn> {
   const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync });
   try {
+    const warmed = d.jobDirs();
+    const warmSpoolMs = warmDirs(warmed, o.warmSpool);
     const warm = await runSource(tools, d.port, warmupCount(o), o.sessions, o.size, { perConnection: at.perConnection });
     if (warm.errors.length) throw new Error(`warm-up flood failed: ${warm.errors.slice(0, 3).join('; ')}\n${d.logTail()}`);
     const q0 = d.queued();
     const m = await measuredFlood(tools, o, at, d.port, d.pids());
-    return makeTurn('spamtrapd', fsync, at, o, m, d.queued() - q0, d.workerDeaths());
+    // Were the warmed data directories the ones the acceptors wrote to? A naming change would make the warm-up moot.
+    const missed = o.warmSpool > 0 ? d.dataDirsInUse().filter((dir) => !warmed.includes(dir)) : [];
+    if (missed.length) throw new Error(`--warm-spool warmed ${warmed.join(', ')} but the trap wrote to ${missed.join(', ')}`);
+    return { ...makeTurn('spamtrapd', fsync, at, o, m, d.queued() - q0, d.workerDeaths()), warmSpoolMs };
   } finally {
     await d.stop();
   }
@@ -1128,6 +1191,9 @@ function printSummary(summary: VariantSummary[]): void {
 async function throughputMode(tools: Tools, built: string, o: Options, problems: string[]) {
   say(`throughput: ${o.rounds} rounds; per turn ${o.messages} messages of ${o.size} B, ${o.sessions} sessions, ${perConnectionText(o)}; ` +
     `floors and spamtrapd with ${o.workers} acceptors; ${o.probeLanes} latency probe lane(s); warm-up ${warmupCount(o)} messages per turn (not measured)`);
+  say(o.warmSpool > 0
+    ? `  spool warm-up: ${o.warmSpool} files created and removed in each of the trap's incoming/tmp, incoming/queue and acceptors' incoming/data/H1/H2, and in floor-write's directory, before each turn (under ${o.spoolBase})`
+    : `  spool warm-up: none (--warm-spool 0): on a fresh ext4 directory the first few thousand file creations cost more than later ones`);
   const servers: TurnKind[] = [
     { server: 'smtp-sink' },
     { server: 'floor', mode: 'discard' },
