@@ -144,6 +144,36 @@ function parseOptions(argv: string[]): Options {
 
 class UsageError extends Error {}
 
+type OneMode = Exclude<Mode, 'all'>;
+
+const fsyncArg = (fsync: boolean[]) => (fsync.length > 1 ? 'both' : fsync[0] ? 'on' : 'off');
+const shellWord = (w: string) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`);
+
+/**
+ * The command line that reruns one mode exactly as this run did: every option the mode reads, spelled out, so a
+ * --smoke or --mode all run can be repeated one mode at a time and with the smoke's tiny counts.
+ */
+function reproduce(o: Options, mode: OneMode): string {
+  const flood = ['--sessions', o.sessions, '--size', o.size];
+  // Storm and soak run with the first --fsync value only.
+  const firstFsync = ['--fsync', fsyncArg(o.fsync.slice(0, 1))];
+  const perMode: Record<OneMode, Array<string | number>> = {
+    throughput: ['--rounds', o.rounds, '--messages', o.messages, ...flood, '--per-connection', o.perConnection.join(','), '--fsync', fsyncArg(o.fsync), '--warmup', o.warmup, '--warm-spool', o.warmSpool, '--probe-lanes', o.probeLanes],
+    storm: ['--storm-idle', o.stormIdle, '--storm-messages', o.stormMessages, ...flood, ...firstFsync, '--warmup', o.warmup],
+    soak: ['--soak-messages', o.soakMessages, '--soak-sample-every', o.soakSampleEvery, ...flood, ...firstFsync],
+  };
+  const words = ['node', __filename, '--mode', mode, ...perMode[mode], '--workers', o.workers, '--spool-base', o.spoolBase];
+  return words.map((w) => shellWord(String(w))).join(' ');
+}
+
+/** Every mode's report starts with what it does and the command that reproduces it; returns that command. */
+function modeHeader(o: Options, mode: OneMode, what: string): string {
+  const command = reproduce(o, mode);
+  say(what);
+  say(`  reproduce: ${command}`);
+  return command;
+}
+
 // ---------------------------------------------------------------- output
 
 let jsonMode = false;
@@ -1189,7 +1219,7 @@ function printSummary(summary: VariantSummary[]): void {
 }
 
 async function throughputMode(tools: Tools, built: string, o: Options, problems: string[]) {
-  say(`throughput: ${o.rounds} rounds; per turn ${o.messages} messages of ${o.size} B, ${o.sessions} sessions, ${perConnectionText(o)}; ` +
+  const command = modeHeader(o, 'throughput', `throughput: ${o.rounds} rounds; per turn ${o.messages} messages of ${o.size} B, ${o.sessions} sessions, ${perConnectionText(o)}; ` +
     `floors and spamtrapd with ${o.workers} acceptors; ${o.probeLanes} latency probe lane(s); warm-up ${warmupCount(o)} messages per turn (not measured)`);
   say(o.warmSpool > 0
     ? `  spool warm-up: ${o.warmSpool} files created and removed in each of the trap's incoming/tmp, incoming/queue and acceptors' incoming/data/H1/H2, and in floor-write's directory, before each turn (under ${o.spoolBase})`
@@ -1222,6 +1252,7 @@ async function throughputMode(tools: Tools, built: string, o: Options, problems:
   const summary = summarise(turns);
   printSummary(summary);
   return {
+    reproduce: command,
     perConnection: o.perConnection,
     turns: turns.map(({ latencyRaw: _raw, ...t }) => ({ ...t, ratios: roundRatios(t.ratios), cpuRatios: roundRatios(t.cpuRatios) })),
     summary,
@@ -1320,7 +1351,7 @@ async function greetingProbe(port: number, stop: { now: boolean }): Promise<{ la
 
 async function stormMode(tools: Tools, built: string, o: Options, problems: string[]) {
   const fsync = o.fsync[0] as boolean;
-  say(`storm: ${o.stormIdle} idle connections held open (greeting read, then silence) + a ${o.stormMessages}-message flood ` +
+  const command = modeHeader(o, 'storm', `storm: ${o.stormIdle} idle connections held open (greeting read, then silence) + a ${o.stormMessages}-message flood ` +
     `(${o.sessions} sessions, ${o.size} B); a fresh connection probes the greeting every 100 ms; fsync=${fsync ? 'on' : 'off'}`);
   const d = await Daemon.start(built, o.spoolBase, {
     workers: o.workers,
@@ -1365,6 +1396,7 @@ async function stormMode(tools: Tools, built: string, o: Options, problems: stri
     const acceptorsOnly = (r: Record<string, number>) => sumValues(Object.fromEntries(Object.entries(r).filter(([k]) => k.startsWith('acceptor'))));
     const perIdleKb = (acceptorsOnly(rssIdle) - acceptorsOnly(rssBefore)) / Math.max(1, held.length);
     const result = {
+      reproduce: command,
       idleRequested: o.stormIdle,
       idleOpened: held.length,
       idleOpenMs: openMs,
@@ -1450,7 +1482,7 @@ class Cleaner {
 
 async function soakMode(tools: Tools, built: string, o: Options, problems: string[]) {
   const fsync = o.fsync[0] as boolean;
-  say(`soak: one ${o.soakMessages}-message flood (${o.sessions} sessions, ${o.size} B, fsync=${fsync ? 'on' : 'off'}); ` +
+  const command = modeHeader(o, 'soak', `soak: one ${o.soakMessages}-message flood (${o.sessions} sessions, ${o.size} B, fsync=${fsync ? 'on' : 'off'}); ` +
     `RSS of every trap process sampled every ${o.soakSampleEvery} messages; the queue is consumed as it fills`);
   const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync });
   const cleaner = new Cleaner(path.join(d.spoolDir, 'incoming'));
@@ -1486,6 +1518,7 @@ async function soakMode(tools: Tools, built: string, o: Options, problems: strin
       growth[name] = { kb: kb - from, percent: round2(from ? ((kb - from) / from) * 100 : NaN) };
     }
     const result = {
+      reproduce: command,
       sent: o.soakMessages,
       stored,
       wallMs: Math.round(src.wallMs),
