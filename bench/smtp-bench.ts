@@ -15,12 +15,13 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseControl } from '../src/dirqueue/control';
 import { dataLocation, dirqueueHash, name0 } from '../src/dirqueue/names';
 import { freePort } from '../test/helpers/daemon';
 
 // ---------------------------------------------------------------- options
 
-type Mode = 'throughput' | 'storm' | 'soak' | 'all';
+type Mode = 'throughput' | 'storm' | 'soak' | 'hostile' | 'all';
 
 interface Options {
   mode: Mode;
@@ -43,10 +44,13 @@ interface Options {
   perConnection: number[];
   /** Files created and removed in every directory a message writes to, before each throughput turn. */
   warmSpool: number;
+  /** Bytes of each pathological message in hostile mode (on the wire, before the final dot). */
+  hostileSize: number;
+  hostileShapes: string[];
 }
 
-const USAGE = `usage: node dist/bench/smtp-bench.js [options]
-  --mode throughput|storm|soak|all   (default throughput)
+const usage = () => `usage: node dist/bench/smtp-bench.js [options]
+  --mode throughput|storm|soak|hostile|all   (default throughput)
   --rounds N            throughput rounds, each runs smtp-sink and spamtrapd once (default 3)
   --messages N          smtp-source messages per throughput turn (default 5000)
   --sessions N          smtp-source parallel sessions (default 50)
@@ -60,6 +64,8 @@ const USAGE = `usage: node dist/bench/smtp-bench.js [options]
   --storm-messages N    flood size during the storm (default 2000)
   --soak-messages N     soak flood size (default 200000)
   --soak-sample-every N RSS sample interval in messages (default soak-messages/20)
+  --hostile-size BYTES  size of each pathological message in hostile mode (default 8388608; smoke: 204800)
+  --hostile-shapes A,B  which hostile shapes to send (default all: ${HOSTILE_SHAPES.map((h) => h.name).join(',')})
   --spool-base DIR      where the temporary spools and the floor-write directory go: pick the disk to measure
                         (default os.tmpdir(); /dev/shm for tmpfs)
   --warm-spool N        before each throughput turn, create and remove N files in every directory a message
@@ -84,6 +90,8 @@ function parseOptions(argv: string[]): Options {
       size: { type: 'string' },
       'per-connection': { type: 'string' },
       'warm-spool': { type: 'string' },
+      'hostile-size': { type: 'string' },
+      'hostile-shapes': { type: 'string' },
       workers: { type: 'string' },
       fsync: { type: 'string' },
       'probe-lanes': { type: 'string' },
@@ -99,7 +107,7 @@ function parseOptions(argv: string[]): Options {
     },
   });
   if (values.help) {
-    console.log(USAGE);
+    console.log(usage());
     process.exit(0);
   }
   const smoke = values.smoke === true;
@@ -111,7 +119,7 @@ function parseOptions(argv: string[]): Options {
     return n;
   };
   const mode = (values.mode ?? (smoke ? 'all' : 'throughput')) as Mode;
-  if (!['throughput', 'storm', 'soak', 'all'].includes(mode)) throw new UsageError(`--mode: unknown '${mode}'`);
+  if (!['throughput', 'storm', 'soak', 'hostile', 'all'].includes(mode)) throw new UsageError(`--mode: unknown '${mode}'`);
   const fsyncArg = values.fsync ?? (smoke ? 'both' : 'off');
   const fsync = ({ off: [false], on: [true], both: [false, true] } as Record<string, boolean[]>)[fsyncArg];
   if (!fsync) throw new UsageError(`--fsync must be off, on or both, not '${fsyncArg}'`);
@@ -120,6 +128,9 @@ function parseOptions(argv: string[]): Options {
   if (!perConnection.every((n) => Number.isInteger(n) && n >= 1) || new Set(perConnection).size !== perConnection.length) {
     throw new UsageError(`--per-connection must be distinct integers >= 1, comma-separated, not '${values['per-connection']}'`);
   }
+  const hostileShapes = values['hostile-shapes']?.split(',').map((x) => x.trim()) ?? HOSTILE_SHAPES.map((h) => h.name);
+  const unknownShape = hostileShapes.find((n) => !HOSTILE_SHAPES.some((h) => h.name === n));
+  if (unknownShape !== undefined) throw new UsageError(`--hostile-shapes: unknown '${unknownShape}'`);
   return {
     mode,
     rounds: int('rounds', smoke ? 1 : 3, 1),
@@ -139,6 +150,8 @@ function parseOptions(argv: string[]): Options {
     spoolBase: path.resolve(values['spool-base'] ?? os.tmpdir()),
     perConnection,
     warmSpool: int('warm-spool', smoke ? 100 : 0, 0),
+    hostileSize: int('hostile-size', smoke ? 200 * 1024 : 8 * 1024 * 1024, 1024),
+    hostileShapes,
   };
 }
 
@@ -161,6 +174,7 @@ function reproduce(o: Options, mode: OneMode): string {
     throughput: ['--rounds', o.rounds, '--messages', o.messages, ...flood, '--per-connection', o.perConnection.join(','), '--fsync', fsyncArg(o.fsync), '--warmup', o.warmup, '--warm-spool', o.warmSpool, '--probe-lanes', o.probeLanes],
     storm: ['--storm-idle', o.stormIdle, '--storm-messages', o.stormMessages, ...flood, ...firstFsync, '--warmup', o.warmup],
     soak: ['--soak-messages', o.soakMessages, '--soak-sample-every', o.soakSampleEvery, ...flood, ...firstFsync],
+    hostile: ['--hostile-size', o.hostileSize, '--hostile-shapes', o.hostileShapes.join(',')],
   };
   const words = ['node', __filename, '--mode', mode, ...perMode[mode], '--workers', o.workers, '--spool-base', o.spoolBase];
   return words.map((w) => shellWord(String(w))).join(' ');
@@ -328,14 +342,17 @@ function processTree(root: number): number[] {
 
 const ticksToMs = (t: number) => (t * 1000) / CLK_TCK;
 
-function readRssKb(pid: number): number {
+/** A `kB` line of /proc/PID/status: VmRSS (resident now) or VmHWM (the most it has ever been); 0 when gone. */
+function readStatusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   try {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : 0;
   } catch {
     return 0;
   }
 }
+
+const readRssKb = (pid: number) => readStatusKb(pid, 'VmRSS');
 
 function openFileLimit(): number {
   const line = fs.readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
@@ -1545,6 +1562,202 @@ async function soakMode(tools: Tools, built: string, o: Options, problems: strin
   }
 }
 
+// ---------------------------------------------------------------- hostile
+
+interface HostileShape {
+  name: string;
+  what: string;
+  /** Sessions sending the message at once. */
+  sessions: number;
+  /** The message as it must be stored (after our Received header), and as it goes on the wire before the final dot. */
+  build(size: number): { message: Buffer; wire: Buffer };
+}
+
+/** `line` repeated to about `size` bytes. */
+const repeated = (line: string, size: number) => Buffer.alloc(Math.max(1, Math.floor(size / line.length)) * line.length, line, 'latin1');
+/** The final dot must follow a CRLF: a message whose lines end otherwise gets one last CRLF, which is stored too. */
+const crlfEnded = (b: Buffer) => Buffer.concat([b, Buffer.from('\r\n')]);
+const asSent = (message: Buffer) => ({ message, wire: message });
+/** Every line ".a"; on the wire "..a", dot-stuffed as every SMTP client sends a line that starts with a dot. */
+function allDots(size: number): { message: Buffer; wire: Buffer } {
+  const lines = Math.max(1, Math.floor(size / 5));
+  return { message: Buffer.alloc(lines * 4, '.a\r\n', 'latin1'), wire: Buffer.alloc(lines * 5, '..a\r\n', 'latin1') };
+}
+
+const LINE76 = 'X'.repeat(76);
+
+/** DATA shapes that cost a line-oriented parser the most per byte; issue 12's endurance list. */
+const HOSTILE_SHAPES: HostileShape[] = [
+  { name: 'plain', what: '76-character lines', sessions: 1, build: (n) => asSent(repeated(`${LINE76}\r\n`, n)) },
+  { name: 'dots', what: 'every line ".a" (sent "..a")', sessions: 1, build: allDots },
+  { name: 'one-byte-lines', what: 'every line 1 byte', sessions: 1, build: (n) => asSent(repeated('a\r\n', n)) },
+  { name: 'bare-lf', what: '76-character lines ending in LF only', sessions: 1, build: (n) => asSent(crlfEnded(repeated(`${LINE76}\n`, n))) },
+  { name: 'long-line', what: 'one line of 1.25 x size, no line break', sessions: 1, build: (n) => asSent(crlfEnded(Buffer.alloc(Math.round(n * 1.25), 'a'))) },
+  { name: 'cr-only', what: '76-character lines ending in CR only', sessions: 1, build: (n) => asSent(crlfEnded(repeated(`${LINE76}\r`, n))) },
+  { name: 'nul', what: '76-byte lines, every other byte NUL', sessions: 1, build: (n) => asSent(repeated(`${'X\0'.repeat(38)}\r\n`, n)) },
+  { name: 'dots-x4', what: '4 concurrent sessions, each the dots message', sessions: 4, build: allDots },
+];
+
+/** The trap's default MAX_MESSAGE_SIZE (.env.example); a bigger shape gets twice its size so it is not refused. */
+const DEFAULT_MAX_MESSAGE_SIZE = 10485760;
+
+function maxMessageSizeFor(messageBytes: number): string | null {
+  return messageBytes + 64 * 1024 > DEFAULT_MAX_MESSAGE_SIZE ? String(2 * messageBytes) : null;
+}
+
+/** The message after our Received header: the header ends at the first CRLF not followed by SP or TAB. */
+function afterReceivedHeader(stored: Buffer): Buffer {
+  for (let i = stored.indexOf('\r\n'); i >= 0; i = stored.indexOf('\r\n', i + 2)) {
+    const next = stored[i + 2];
+    if (next !== 0x20 && next !== 0x09) return stored.subarray(i + 2);
+  }
+  return Buffer.alloc(0);
+}
+
+/** Each job in incoming/queue/ compared with the message; '' when they are equal, else what differs. */
+function storedDifference(d: Daemon, message: Buffer): string[] {
+  const out: string[] = [];
+  for (const name of fs.readdirSync(d.queueDir()).filter((n) => /^\d/.test(n))) {
+    const dataPath = parseControl(fs.readFileSync(path.join(d.queueDir(), name))).fields.QDFN;
+    if (!dataPath) {
+      out.push(`${name}: no QDFN in the control file`);
+      continue;
+    }
+    const body = afterReceivedHeader(fs.readFileSync(dataPath));
+    if (body.equals(message)) continue;
+    let at = 0;
+    while (at < body.length && at < message.length && body[at] === message[at]) at++;
+    out.push(`${name}: ${body.length} bytes stored for ${message.length} sent, first difference at byte ${at}`);
+  }
+  return out;
+}
+
+/** One session's envelope up to the 354, on a raw socket: the bench writes DATA's bytes itself. */
+async function openForData(port: number): Promise<SmtpConn> {
+  const c = await SmtpConn.connect(port, 10_000);
+  const g = await c.reply(10_000);
+  if (g.code !== 220) throw new Error(`greeting '${g.text}'`);
+  await c.command('EHLO hostile.bench.example', 250, 10_000);
+  await c.command('MAIL FROM:<hostile@bench.example>', 250, 10_000);
+  await c.command('RCPT TO:<trap@bait.example>', 250, 10_000);
+  await c.command('DATA', 354, 10_000);
+  return c;
+}
+
+/** Writes the message and the final dot; resolves with the times the last byte left for the kernel and the reply came. */
+async function sendData(c: SmtpConn, wire: Buffer, replyTimeoutMs: number): Promise<{ writtenAt: bigint; repliedAt: bigint; reply: string }> {
+  let writtenAt = 0n;
+  c.socket.write(wire);
+  c.socket.write('.\r\n', () => (writtenAt = process.hrtime.bigint()));
+  const r = await c.reply(replyTimeoutMs).catch((e: Error) => ({ code: 0, text: e.message }));
+  return { writtenAt: writtenAt || process.hrtime.bigint(), repliedAt: process.hrtime.bigint(), reply: r.text };
+}
+
+/** Peak VmRSS of each process, sampled every 20 ms until stopped: the acceptors' growth while they parse DATA. */
+function rssPeaks(procs: Array<{ name: string; pid: number }>): { stop(): Record<string, number> } {
+  const peaks: Record<string, number> = {};
+  const sample = () => {
+    for (const p of procs) peaks[p.name] = Math.max(peaks[p.name] ?? 0, readRssKb(p.pid));
+  };
+  sample();
+  const timer = setInterval(sample, 20);
+  return {
+    stop() {
+      clearInterval(timer);
+      sample();
+      return peaks;
+    },
+  };
+}
+
+/** The acceptors that logged the transactions (src/smtp/session.ts logs one `transaction` line per message). */
+async function transactionTakers(d: Daemon, expected: number): Promise<string[]> {
+  const deadline = Date.now() + 2000;
+  for (;;) {
+    const takers = [...d.logs().matchAll(/ transaction proc=(acceptor\d+) /g)].map((m) => m[1] as string);
+    if (takers.length >= expected || Date.now() > deadline) return takers;
+    await sleep(50);
+  }
+}
+
+async function hostileShape(built: string, o: Options, shape: HostileShape) {
+  const { message, wire } = shape.build(o.hostileSize);
+  const maxMessageSize = maxMessageSizeFor(message.length);
+  const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync: false, env: maxMessageSize ? { MAX_MESSAGE_SIZE: maxMessageSize } : {} });
+  try {
+    // A fresh acceptor's RSS still moves for a moment after it listens (module loading, first GC).
+    await sleep(o.smoke ? 200 : 1000);
+    const conns = await Promise.all(Array.from({ length: shape.sessions }, () => openForData(d.port)));
+    const acceptors = d.acceptors();
+    const cpu0 = acceptors.map((a) => readCpu(a.pid));
+    const rss0 = Object.fromEntries(acceptors.map((a) => [a.name, readRssKb(a.pid)]));
+    const peaks = rssPeaks(acceptors);
+    const t0 = process.hrtime.bigint();
+    // The reply wait is the bench's only bound: the trap's own DATA_TIMEOUT_MS (120 s by default) applies first.
+    const sends = await Promise.all(conns.map((c) => sendData(c, wire, 600_000)));
+    const peak = peaks.stop();
+    const cpu1 = acceptors.map((a) => readCpu(a.pid));
+    for (const c of conns) c.destroy();
+    const perAcceptorCpuMs = Object.fromEntries(acceptors.map((a, i) => [a.name, ticksToMs(cpu1[i]!.user + cpu1[i]!.sys - cpu0[i]!.user - cpu0[i]!.sys)]));
+    const takers = await transactionTakers(d, shape.sessions);
+    const growth = Object.fromEntries(acceptors.map((a) => [a.name, (peak[a.name] ?? 0) - (rss0[a.name] ?? 0)]));
+    const stored = d.queued();
+    const differences = storedDifference(d, message);
+    const ms = (a: bigint, b: bigint) => round2(Number(b - a) / 1e6);
+    return {
+      shape: shape.name,
+      what: shape.what,
+      sessions: shape.sessions,
+      wireBytes: wire.length + 3,
+      messageBytes: message.length,
+      maxMessageSize,
+      replies: sends.map((x) => x.reply),
+      /** The slowest session's wait from its last byte handed to the kernel to its reply. */
+      endOfDataToReplyMs: Math.max(...sends.map((x) => ms(x.writtenAt, x.repliedAt))),
+      /** From the first DATA byte written to the last reply. */
+      transferMs: ms(t0, sends.reduce((a, x) => (x.repliedAt > a ? x.repliedAt : a), t0)),
+      acceptorCpuMs: sumValues(perAcceptorCpuMs),
+      perAcceptorCpuMs,
+      takers,
+      rssBeforeKb: rss0,
+      peakRssKb: peak,
+      /** Peak minus before, of the acceptors that took the sessions (each counted once). */
+      peakRssGrowthKb: [...new Set(takers)].reduce((a, name) => a + (growth[name] ?? 0), 0),
+      perAcceptorPeakGrowthKb: growth,
+      hwmAfterKb: Object.fromEntries(acceptors.map((a) => [a.name, readStatusKb(a.pid, 'VmHWM')])),
+      stored,
+      storedOk: stored === shape.sessions && differences.length === 0 && sends.every((x) => x.reply.startsWith('250')),
+      differences: differences.slice(0, 4),
+      workerDeaths: d.workerDeaths(),
+    };
+  } finally {
+    await d.stop();
+  }
+}
+
+const mb = (kb: number) => `${kb >= 0 ? '+' : ''}${fmt(kb / 1024, 1)} MB`;
+
+async function hostileMode(built: string, o: Options, problems: string[]) {
+  const command = modeHeader(o, 'hostile', `hostile: one message per shape, ${o.hostileSize} B each (long-line 1.25x), each sent to a fresh spamtrapd ` +
+    `(${o.workers} acceptors, rDNS off, fsync off) over a raw socket; acceptors' RSS sampled every 20 ms`);
+  say(`  ${'shape'.padEnd(15)} ${'bytes sent'.padStart(11)} ${'end of DATA -> reply'.padStart(21)} ${'transfer'.padStart(10)} ${'acceptor CPU'.padStart(13)}  peak RSS growth (acceptor)   stored`);
+  const shapes: Array<Awaited<ReturnType<typeof hostileShape>>> = [];
+  for (const shape of HOSTILE_SHAPES.filter((h) => o.hostileShapes.includes(h.name))) {
+    const r = await hostileShape(built, o, shape);
+    shapes.push(r);
+    const who = [...new Set(r.takers)].join('+') || '?';
+    say(
+      `  ${r.shape.padEnd(15)} ${String(r.wireBytes * r.sessions).padStart(11)} ${`${fmt(r.endOfDataToReplyMs, 1)} ms`.padStart(21)} ` +
+        `${`${fmt(r.transferMs)} ms`.padStart(10)} ${`${fmt(r.acceptorCpuMs)} ms`.padStart(13)}  ${`${mb(r.peakRssGrowthKb)} (${who})`.padEnd(27)}  ` +
+        `${r.storedOk ? 'ok' : `NO: ${r.stored} job(s), replies ${r.replies.join(' | ')}${r.differences.length ? `; ${r.differences[0]}` : ''}`}` +
+        (r.maxMessageSize ? `  (MAX_MESSAGE_SIZE=${r.maxMessageSize})` : ''),
+    );
+    if (!r.storedOk) problems.push(`hostile ${r.shape}: not stored as sent: ${r.stored} job(s), replies ${r.replies.join(' | ')}${r.differences.length ? `; ${r.differences[0]}` : ''}`);
+    if (r.workerDeaths) problems.push(`hostile ${r.shape}: ${r.workerDeaths} worker process(es) died`);
+  }
+  return { reproduce: command, size: o.hostileSize, shapes };
+}
+
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<number> {
@@ -1586,6 +1799,7 @@ async function main(): Promise<number> {
   if (o.mode === 'throughput' || o.mode === 'all') report.throughput = await throughputMode(tools, built, o, problems);
   if (o.mode === 'storm' || o.mode === 'all') report.storm = await stormMode(tools, built, o, problems);
   if (o.mode === 'soak' || o.mode === 'all') report.soak = await soakMode(tools, built, o, problems);
+  if (o.mode === 'hostile' || o.mode === 'all') report.hostile = await hostileMode(built, o, problems);
   report.durationSec = round2((Date.now() - started) / 1000);
   report.problems = problems;
   report.ok = problems.length === 0;
@@ -1609,7 +1823,7 @@ process.on('exit', cleanupSync);
 main().then(
   (code) => shutdown(code),
   (e: unknown) => {
-    if (e instanceof UsageError) console.error(`${e.message}\n\n${USAGE}`);
+    if (e instanceof UsageError) console.error(`${e.message}\n\n${usage()}`);
     else console.error(e);
     return shutdown(2);
   },
