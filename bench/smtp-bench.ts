@@ -21,7 +21,7 @@ import { freePort } from '../test/helpers/daemon';
 
 // ---------------------------------------------------------------- options
 
-type Mode = 'throughput' | 'storm' | 'soak' | 'hostile' | 'all';
+type Mode = 'throughput' | 'storm' | 'soak' | 'hostile' | 'footprint' | 'all';
 
 interface Options {
   mode: Mode;
@@ -47,10 +47,13 @@ interface Options {
   /** Bytes of each pathological message in hostile mode (on the wire, before the final dot). */
   hostileSize: number;
   hostileShapes: string[];
+  footprintMessages: number;
+  /** Seconds of quiet before each footprint reading. */
+  footprintSettle: number;
 }
 
 const usage = () => `usage: node dist/bench/smtp-bench.js [options]
-  --mode throughput|storm|soak|hostile|all   (default throughput)
+  --mode throughput|storm|soak|hostile|footprint|all   (default throughput)
   --rounds N            throughput rounds, each runs smtp-sink and spamtrapd once (default 3)
   --messages N          smtp-source messages per throughput turn (default 5000)
   --sessions N          smtp-source parallel sessions (default 50)
@@ -66,6 +69,8 @@ const usage = () => `usage: node dist/bench/smtp-bench.js [options]
   --soak-sample-every N RSS sample interval in messages (default soak-messages/20)
   --hostile-size BYTES  size of each pathological message in hostile mode (default 8388608; smoke: 204800)
   --hostile-shapes A,B  which hostile shapes to send (default all: ${HOSTILE_SHAPES.map((h) => h.name).join(',')})
+  --footprint-messages N  flood between the two footprint readings (default 20000; smoke: 300)
+  --footprint-settle S  seconds of quiet before each footprint reading (default 5; smoke: 1)
   --spool-base DIR      where the temporary spools and the floor-write directory go: pick the disk to measure
                         (default os.tmpdir(); /dev/shm for tmpfs)
   --warm-spool N        before each throughput turn, create and remove N files in every directory a message
@@ -92,6 +97,8 @@ function parseOptions(argv: string[]): Options {
       'warm-spool': { type: 'string' },
       'hostile-size': { type: 'string' },
       'hostile-shapes': { type: 'string' },
+      'footprint-messages': { type: 'string' },
+      'footprint-settle': { type: 'string' },
       workers: { type: 'string' },
       fsync: { type: 'string' },
       'probe-lanes': { type: 'string' },
@@ -119,7 +126,7 @@ function parseOptions(argv: string[]): Options {
     return n;
   };
   const mode = (values.mode ?? (smoke ? 'all' : 'throughput')) as Mode;
-  if (!['throughput', 'storm', 'soak', 'hostile', 'all'].includes(mode)) throw new UsageError(`--mode: unknown '${mode}'`);
+  if (!['throughput', 'storm', 'soak', 'hostile', 'footprint', 'all'].includes(mode)) throw new UsageError(`--mode: unknown '${mode}'`);
   const fsyncArg = values.fsync ?? (smoke ? 'both' : 'off');
   const fsync = ({ off: [false], on: [true], both: [false, true] } as Record<string, boolean[]>)[fsyncArg];
   if (!fsync) throw new UsageError(`--fsync must be off, on or both, not '${fsyncArg}'`);
@@ -152,6 +159,8 @@ function parseOptions(argv: string[]): Options {
     warmSpool: int('warm-spool', smoke ? 100 : 0, 0),
     hostileSize: int('hostile-size', smoke ? 200 * 1024 : 8 * 1024 * 1024, 1024),
     hostileShapes,
+    footprintMessages: int('footprint-messages', smoke ? 300 : 20_000, 1),
+    footprintSettle: int('footprint-settle', smoke ? 1 : 5, 0),
   };
 }
 
@@ -175,6 +184,7 @@ function reproduce(o: Options, mode: OneMode): string {
     storm: ['--storm-idle', o.stormIdle, '--storm-messages', o.stormMessages, ...flood, ...firstFsync, '--warmup', o.warmup],
     soak: ['--soak-messages', o.soakMessages, '--soak-sample-every', o.soakSampleEvery, ...flood, ...firstFsync],
     hostile: ['--hostile-size', o.hostileSize, '--hostile-shapes', o.hostileShapes.join(',')],
+    footprint: ['--footprint-messages', o.footprintMessages, '--footprint-settle', o.footprintSettle, ...flood, ...firstFsync],
   };
   const words = ['node', __filename, '--mode', mode, ...perMode[mode], '--workers', o.workers, '--spool-base', o.spoolBase];
   return words.map((w) => shellWord(String(w))).join(' ');
@@ -1758,6 +1768,58 @@ async function hostileMode(built: string, o: Options, problems: string[]) {
   return { reproduce: command, size: o.hostileSize, shapes };
 }
 
+// ---------------------------------------------------------------- footprint
+
+/** RSS of every process of the trap's tree now (the tree is walked again: a restarted worker would show). */
+function footprintReading(d: ClusterServer): { rssKb: Record<string, number>; totalKb: number } {
+  const rssKb = Object.fromEntries(d.discover().map((p) => [p.name, readRssKb(p.pid)]));
+  return { rssKb, totalKb: sumValues(rssKb) };
+}
+
+async function footprintMode(tools: Tools, built: string, o: Options, problems: string[]) {
+  const fsync = o.fsync[0] as boolean;
+  const command = modeHeader(o, 'footprint', `footprint: a fresh spamtrapd (${o.workers} acceptors, fsync=${fsync ? 'on' : 'off'}); RSS of every process ` +
+    `after ${o.footprintSettle} s idle, then a ${o.footprintMessages}-message flood (${o.sessions} sessions, ${o.size} B), then RSS after ${o.footprintSettle} s of quiet`);
+  const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync });
+  try {
+    await sleep(o.footprintSettle * 1000);
+    const idle = footprintReading(d);
+    const q0 = d.queued();
+    const src = await runSource(tools, d.port, o.footprintMessages, o.sessions, o.size);
+    const stored = d.queued() - q0;
+    await sleep(o.footprintSettle * 1000);
+    const after = footprintReading(d);
+    const hwmKb = Object.fromEntries(d.discover().map((p) => [p.name, readStatusKb(p.pid, 'VmHWM')]));
+    const names = [...new Set([...Object.keys(idle.rssKb), ...Object.keys(after.rssKb)])];
+    say(`  ${'process'.padEnd(12)} ${'idle KB'.padStart(10)} ${'after KB'.padStart(10)} ${'growth KB'.padStart(10)} ${'peak KB (VmHWM)'.padStart(16)}`);
+    for (const n of [...names, 'total']) {
+      const i = n === 'total' ? idle.totalKb : idle.rssKb[n] ?? 0;
+      const a = n === 'total' ? after.totalKb : after.rssKb[n] ?? 0;
+      // Peaks of different processes fall at different moments: their sum is no process tree's peak.
+      const h = n === 'total' ? '-' : String(hwmKb[n] ?? 0);
+      say(`  ${n.padEnd(12)} ${String(i).padStart(10)} ${String(a).padStart(10)} ${String(a - i).padStart(10)} ${h.padStart(16)}`);
+    }
+    say(`  flood: ${o.footprintMessages} sent, ${stored} stored, ${Math.round(o.footprintMessages / (src.wallMs / 1000))} msg/s`);
+    if (src.errors.length) problems.push(`footprint: smtp-source errors: ${src.errors[0]}`);
+    if (stored !== o.footprintMessages) problems.push(`footprint: stored ${stored} != sent ${o.footprintMessages}`);
+    if (d.workerDeaths()) problems.push(`footprint: ${d.workerDeaths()} worker process(es) died`);
+    return {
+      reproduce: command,
+      settleSec: o.footprintSettle,
+      idle,
+      afterFlood: after,
+      growthKb: Object.fromEntries(names.map((n) => [n, (after.rssKb[n] ?? 0) - (idle.rssKb[n] ?? 0)])),
+      peakKb: hwmKb,
+      sent: o.footprintMessages,
+      stored,
+      floodMsgsPerSec: Math.round(o.footprintMessages / (src.wallMs / 1000)),
+      workerDeaths: d.workerDeaths(),
+    };
+  } finally {
+    await d.stop();
+  }
+}
+
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<number> {
@@ -1800,6 +1862,7 @@ async function main(): Promise<number> {
   if (o.mode === 'storm' || o.mode === 'all') report.storm = await stormMode(tools, built, o, problems);
   if (o.mode === 'soak' || o.mode === 'all') report.soak = await soakMode(tools, built, o, problems);
   if (o.mode === 'hostile' || o.mode === 'all') report.hostile = await hostileMode(built, o, problems);
+  if (o.mode === 'footprint' || o.mode === 'all') report.footprint = await footprintMode(tools, built, o, problems);
   report.durationSec = round2((Date.now() - started) / 1000);
   report.problems = problems;
   report.ok = problems.length === 0;
