@@ -38,6 +38,8 @@ interface Options {
   stormMessages: number;
   soakMessages: number;
   soakSampleEvery: number;
+  /** Soak variants to run: true consumes the queue as it fills, false leaves it to grow (--no-consume). */
+  soakConsume: boolean[];
   spoolBase: string;
   warmup: number;
   /** Messages per connection of the throughput floods; each value is a variant of its own in every round. */
@@ -67,7 +69,10 @@ const usage = () => `usage: node dist/bench/smtp-bench.js [options]
   --storm-messages N    flood size during the storm (default 2000)
   --soak-messages N     soak flood size (default 200000)
   --soak-sample-every N RSS sample interval in messages (default soak-messages/20)
-  --hostile-size BYTES  size of each pathological message in hostile mode (default 8388608; smoke: 204800)
+  --no-consume          soak: leave the queue to grow (nobody reads it) instead of consuming it as it fills; keep
+                        the spool on tmpfs with --spool-base /dev/shm (1M jobs of 4 KB take ~12 GB there). Smoke
+                        runs both variants
+  --hostile-size BYTES  size of each pathological message in hostile mode (default 8388608; smoke: 65536)
   --hostile-shapes A,B  which hostile shapes to send (default all: ${HOSTILE_SHAPES.map((h) => h.name).join(',')})
   --footprint-messages N  flood between the two footprint readings (default 20000; smoke: 300)
   --footprint-settle S  seconds of quiet before each footprint reading (default 5; smoke: 1)
@@ -106,6 +111,7 @@ function parseOptions(argv: string[]): Options {
       'storm-messages': { type: 'string' },
       'soak-messages': { type: 'string' },
       'soak-sample-every': { type: 'string' },
+      'no-consume': { type: 'boolean' },
       'spool-base': { type: 'string' },
       warmup: { type: 'string' },
       json: { type: 'boolean' },
@@ -130,7 +136,7 @@ function parseOptions(argv: string[]): Options {
   const fsyncArg = values.fsync ?? (smoke ? 'both' : 'off');
   const fsync = ({ off: [false], on: [true], both: [false, true] } as Record<string, boolean[]>)[fsyncArg];
   if (!fsync) throw new UsageError(`--fsync must be off, on or both, not '${fsyncArg}'`);
-  const soakMessages = int('soak-messages', smoke ? 1000 : 200_000, 10);
+  const soakMessages = int('soak-messages', smoke ? 400 : 200_000, 10);
   const perConnection = (values['per-connection'] ?? (smoke ? '1,5' : '1')).split(',').map((x) => Number(x.trim()));
   if (!perConnection.every((n) => Number.isInteger(n) && n >= 1) || new Set(perConnection).size !== perConnection.length) {
     throw new UsageError(`--per-connection must be distinct integers >= 1, comma-separated, not '${values['per-connection']}'`);
@@ -154,10 +160,11 @@ function parseOptions(argv: string[]): Options {
     stormMessages: int('storm-messages', smoke ? 200 : 2000, 1),
     soakMessages,
     soakSampleEvery: int('soak-sample-every', Math.max(1, Math.floor(soakMessages / 20)), 1),
+    soakConsume: values['no-consume'] ? [false] : smoke ? [true, false] : [true],
     spoolBase: path.resolve(values['spool-base'] ?? os.tmpdir()),
     perConnection,
     warmSpool: int('warm-spool', smoke ? 100 : 0, 0),
-    hostileSize: int('hostile-size', smoke ? 200 * 1024 : 8 * 1024 * 1024, 1024),
+    hostileSize: int('hostile-size', smoke ? 64 * 1024 : 8 * 1024 * 1024, 1024),
     hostileShapes,
     footprintMessages: int('footprint-messages', smoke ? 300 : 20_000, 1),
     footprintSettle: int('footprint-settle', smoke ? 1 : 5, 0),
@@ -175,7 +182,7 @@ const shellWord = (w: string) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace
  * The command line that reruns one mode exactly as this run did: every option the mode reads, spelled out, so a
  * --smoke or --mode all run can be repeated one mode at a time and with the smoke's tiny counts.
  */
-function reproduce(o: Options, mode: OneMode): string {
+function reproduce(o: Options, mode: OneMode, variant: string[]): string {
   const flood = ['--sessions', o.sessions, '--size', o.size];
   // Storm and soak run with the first --fsync value only.
   const firstFsync = ['--fsync', fsyncArg(o.fsync.slice(0, 1))];
@@ -186,13 +193,16 @@ function reproduce(o: Options, mode: OneMode): string {
     hostile: ['--hostile-size', o.hostileSize, '--hostile-shapes', o.hostileShapes.join(',')],
     footprint: ['--footprint-messages', o.footprintMessages, '--footprint-settle', o.footprintSettle, ...flood, ...firstFsync],
   };
-  const words = ['node', __filename, '--mode', mode, ...perMode[mode], '--workers', o.workers, '--spool-base', o.spoolBase];
+  const words = ['node', __filename, '--mode', mode, ...perMode[mode], ...variant, '--workers', o.workers, '--spool-base', o.spoolBase];
   return words.map((w) => shellWord(String(w))).join(' ');
 }
 
-/** Every mode's report starts with what it does and the command that reproduces it; returns that command. */
-function modeHeader(o: Options, mode: OneMode, what: string): string {
-  const command = reproduce(o, mode);
+/**
+ * Every mode's report starts with what it does and the command that reproduces it (with `variant`, the flags that
+ * pick this run of the mode when one invocation runs several); returns that command.
+ */
+function modeHeader(o: Options, mode: OneMode, what: string, variant: string[] = []): string {
+  const command = reproduce(o, mode, variant);
   say(what);
   say(`  reproduce: ${command}`);
   return command;
@@ -1507,36 +1517,62 @@ class Cleaner {
   }
 }
 
-async function soakMode(tools: Tools, built: string, o: Options, problems: string[]) {
+/**
+ * What a queue that nobody reads needs for `messages` jobs: per job a data file (the body plus smtp-source's headers
+ * and our Received header, ~600 B together) and a control file, each rounded up to the file system's block, and
+ * ~400 B of log line. An estimate, to refuse a run that would fill the file system, not a measurement.
+ */
+function unconsumedSpoolBytes(o: Options): { need: number; free: number } {
+  const st = fs.statfsSync(o.spoolBase);
+  const perJob = (Math.ceil((o.size + 600) / st.bsize) + 1) * st.bsize + 400;
+  return { need: perJob * o.soakMessages, free: st.bavail * st.bsize };
+}
+
+const gb = (bytes: number) => `${fmt(bytes / 2 ** 30, 1)} GB`;
+
+async function soakMode(tools: Tools, built: string, o: Options, problems: string[], consume: boolean) {
   const fsync = o.fsync[0] as boolean;
+  const space = consume ? null : unconsumedSpoolBytes(o);
+  if (space && space.need > space.free) {
+    throw new UsageError(`--no-consume: ${o.soakMessages} jobs need about ${gb(space.need)} under ${o.spoolBase}, which has ${gb(space.free)} free; ` +
+      'lower --soak-messages or --size, or pick another --spool-base');
+  }
   const command = modeHeader(o, 'soak', `soak: one ${o.soakMessages}-message flood (${o.sessions} sessions, ${o.size} B, fsync=${fsync ? 'on' : 'off'}); ` +
-    `RSS of every trap process sampled every ${o.soakSampleEvery} messages; the queue is consumed as it fills`);
+    `RSS of every trap process sampled every ${o.soakSampleEvery} messages; ` +
+    (consume ? 'the queue is consumed as it fills' : `the queue is left to grow, nobody reads it (about ${gb(space?.need ?? 0)} under ${o.spoolBase}, removed at the end)`),
+    consume ? [] : ['--no-consume']);
   const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync });
-  const cleaner = new Cleaner(path.join(d.spoolDir, 'incoming'));
+  const cleaner = consume ? new Cleaner(path.join(d.spoolDir, 'incoming')) : null;
+  // Without a consumer, progress is what smtp-source reports sent (-c); the trap is at most `sessions` behind.
+  let sentSoFar = 0;
+  const progress = () => (cleaner ? cleaner.removed : sentSoFar);
   const samples: Array<{ messages: number; seconds: number; rssKb: Record<string, number> }> = [];
   const t0 = Date.now();
-  const sample = () => samples.push({ messages: cleaner.removed, seconds: round2((Date.now() - t0) / 1000), rssKb: rssOf(d) });
+  const sample = () => samples.push({ messages: progress(), seconds: round2((Date.now() - t0) / 1000), rssKb: rssOf(d) });
   let nextSample = o.soakSampleEvery;
-  const timer = setInterval(() => {
-    void cleaner.run().then(() => {
-      if (cleaner.removed >= nextSample && cleaner.removed < o.soakMessages) {
-        sample();
-        while (nextSample <= cleaner.removed) nextSample += o.soakSampleEvery;
-        const last = samples[samples.length - 1]!;
-        if (!o.smoke) say(`  ${last.messages} messages, ${last.seconds} s: RSS KB ${JSON.stringify(last.rssKb)}`);
-      }
-    });
-  }, 200);
+  const tick = async () => {
+    await cleaner?.run();
+    if (progress() >= nextSample && progress() < o.soakMessages) {
+      sample();
+      while (nextSample <= progress()) nextSample += o.soakSampleEvery;
+      const last = samples[samples.length - 1]!;
+      if (!o.smoke) say(`  ${last.messages} messages, ${last.seconds} s: RSS KB ${JSON.stringify(last.rssKb)}`);
+    }
+  };
+  const timer = setInterval(() => void tick(), 200);
   try {
     sample();
     const cpu0 = cpuOf(d.pids().map((p) => p.pid));
-    const src = await runSource(tools, d.port, o.soakMessages, o.sessions, o.size);
+    const src = await runSource(tools, d.port, o.soakMessages, o.sessions, o.size, consume ? {} : { onProgress: (n) => (sentSoFar = n) });
     const cpu1 = cpuOf(d.pids().map((p) => p.pid));
     clearInterval(timer);
-    await cleaner.run();
-    await cleaner.run();
+    if (cleaner) {
+      await cleaner.run();
+      await cleaner.run();
+    }
+    sentSoFar = o.soakMessages;
     sample();
-    const stored = cleaner.removed;
+    const stored = cleaner ? cleaner.removed : d.queued();
     const final = samples[samples.length - 1]!;
     const at10 = samples.find((s) => s.messages >= o.soakMessages * 0.1) ?? samples[0]!;
     const growth: Record<string, { kb: number; percent: number }> = {};
@@ -1546,6 +1582,7 @@ async function soakMode(tools: Tools, built: string, o: Options, problems: strin
     }
     const result = {
       reproduce: command,
+      consume,
       sent: o.soakMessages,
       stored,
       wallMs: Math.round(src.wallMs),
@@ -1558,16 +1595,18 @@ async function soakMode(tools: Tools, built: string, o: Options, problems: strin
       maxRssKb: Object.fromEntries(Object.keys(final.rssKb).map((k) => [k, Math.max(...samples.map((s) => s.rssKb[k] ?? 0))])),
       workerDeaths: d.workerDeaths(),
     };
+    const label = consume ? 'soak' : 'soak --no-consume';
     say(`  ${o.soakMessages} sent, ${stored} stored, ${result.msgsPerSec} msg/s, server ${fmt(result.serverCpuMsPerMsg, 2)} ms/msg, ${samples.length} RSS samples`);
     say(`  RSS growth from ${at10.messages} messages (~10%) to ${final.messages} (100%): ` +
       Object.entries(growth).map(([k, g]) => `${k} ${g.kb >= 0 ? '+' : ''}${g.kb} KB (${fmt(g.percent, 1)}%)`).join(', '));
     say(`  max RSS KB ${JSON.stringify(result.maxRssKb)}`);
-    if (src.errors.length) problems.push(`soak: smtp-source errors: ${src.errors[0]}`);
-    if (stored !== o.soakMessages) problems.push(`soak: stored ${stored} != sent ${o.soakMessages}`);
-    if (result.workerDeaths) problems.push(`soak: ${result.workerDeaths} worker process(es) died`);
+    if (src.errors.length) problems.push(`${label}: smtp-source errors: ${src.errors[0]}`);
+    if (stored !== o.soakMessages) problems.push(`${label}: stored ${stored} != sent ${o.soakMessages}`);
+    if (result.workerDeaths) problems.push(`${label}: ${result.workerDeaths} worker process(es) died`);
     return result;
   } finally {
     clearInterval(timer);
+    // Removes the spool: with --no-consume every job of the run is still in it.
     await d.stop();
   }
 }
@@ -1860,7 +1899,9 @@ async function main(): Promise<number> {
   };
   if (o.mode === 'throughput' || o.mode === 'all') report.throughput = await throughputMode(tools, built, o, problems);
   if (o.mode === 'storm' || o.mode === 'all') report.storm = await stormMode(tools, built, o, problems);
-  if (o.mode === 'soak' || o.mode === 'all') report.soak = await soakMode(tools, built, o, problems);
+  if (o.mode === 'soak' || o.mode === 'all') {
+    for (const consume of o.soakConsume) report[consume ? 'soak' : 'soakNoConsume'] = await soakMode(tools, built, o, problems, consume);
+  }
   if (o.mode === 'hostile' || o.mode === 'all') report.hostile = await hostileMode(built, o, problems);
   if (o.mode === 'footprint' || o.mode === 'all') report.footprint = await footprintMode(tools, built, o, problems);
   report.durationSec = round2((Date.now() - started) / 1000);
