@@ -74,7 +74,7 @@ const usage = () => `usage: node dist/bench/smtp-bench.js [options]
                         runs both variants
   --hostile-size BYTES  size of each pathological message in hostile mode (default 8388608; smoke: 65536)
   --hostile-shapes A,B  which hostile shapes to send (default all: ${HOSTILE_SHAPES.map((h) => h.name).join(',')})
-  --footprint-messages N  flood between the two footprint readings (default 20000; smoke: 300)
+  --footprint-messages N  flood between the two footprint readings (default 20000; smoke: 200)
   --footprint-settle S  seconds of quiet before each footprint reading (default 5; smoke: 1)
   --spool-base DIR      where the temporary spools and the floor-write directory go: pick the disk to measure
                         (default os.tmpdir(); /dev/shm for tmpfs)
@@ -86,7 +86,8 @@ const usage = () => `usage: node dist/bench/smtp-bench.js [options]
   --warmup N            unmeasured messages before each measured turn (default 3000; smoke: 30). A trap runs
                         for days: V8 needs a few thousand transactions to optimise the hot path, and a turn
                         measured cold reports about twice the steady-state CPU per message
-  --smoke               tiny counts, every mode, < 30 s: proves the script still works, measures nothing`;
+  --smoke               tiny counts, every mode and variant, ~30-40 s on 2 quiet cores: proves the script still
+                        works, measures nothing`;
 
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
@@ -136,7 +137,7 @@ function parseOptions(argv: string[]): Options {
   const fsyncArg = values.fsync ?? (smoke ? 'both' : 'off');
   const fsync = ({ off: [false], on: [true], both: [false, true] } as Record<string, boolean[]>)[fsyncArg];
   if (!fsync) throw new UsageError(`--fsync must be off, on or both, not '${fsyncArg}'`);
-  const soakMessages = int('soak-messages', smoke ? 400 : 200_000, 10);
+  const soakMessages = int('soak-messages', smoke ? 300 : 200_000, 10);
   const perConnection = (values['per-connection'] ?? (smoke ? '1,5' : '1')).split(',').map((x) => Number(x.trim()));
   if (!perConnection.every((n) => Number.isInteger(n) && n >= 1) || new Set(perConnection).size !== perConnection.length) {
     throw new UsageError(`--per-connection must be distinct integers >= 1, comma-separated, not '${values['per-connection']}'`);
@@ -147,7 +148,7 @@ function parseOptions(argv: string[]): Options {
   return {
     mode,
     rounds: int('rounds', smoke ? 1 : 3, 1),
-    messages: int('messages', smoke ? 300 : 5000, 1),
+    messages: int('messages', smoke ? 200 : 5000, 1),
     warmup: int('warmup', smoke ? 30 : 3000, 0),
     sessions: int('sessions', smoke ? 10 : 50, 1),
     size: int('size', 4096, 1),
@@ -166,7 +167,7 @@ function parseOptions(argv: string[]): Options {
     warmSpool: int('warm-spool', smoke ? 100 : 0, 0),
     hostileSize: int('hostile-size', smoke ? 64 * 1024 : 8 * 1024 * 1024, 1024),
     hostileShapes,
-    footprintMessages: int('footprint-messages', smoke ? 300 : 20_000, 1),
+    footprintMessages: int('footprint-messages', smoke ? 200 : 20_000, 1),
     footprintSettle: int('footprint-settle', smoke ? 1 : 5, 0),
   };
 }
@@ -774,6 +775,27 @@ abstract class ClusterServer {
   }
 }
 
+/**
+ * The STARTTLS pair the first daemon of the run generated. Later daemons find it in their fresh spool's .tls/ as a
+ * restarted trap finds its own (src/smtp/tls.ts), which spares each start an RSA key generation (~0.4 s of CPU):
+ * a run starts over a dozen daemons, and the smoke run must stay short.
+ */
+let tlsSeed: { key: Buffer; cert: Buffer } | null = null;
+
+function seedTls(spoolDir: string): void {
+  if (!tlsSeed) return;
+  const dir = path.join(spoolDir, '.tls');
+  fs.mkdirSync(dir, { mode: 0o700 });
+  fs.writeFileSync(path.join(dir, 'key.pem'), tlsSeed.key, { mode: 0o600 });
+  fs.writeFileSync(path.join(dir, 'cert.pem'), tlsSeed.cert, { mode: 0o644 });
+}
+
+function keepTls(spoolDir: string): void {
+  if (tlsSeed) return;
+  const dir = path.join(spoolDir, '.tls');
+  tlsSeed = { key: fs.readFileSync(path.join(dir, 'key.pem')), cert: fs.readFileSync(path.join(dir, 'cert.pem')) };
+}
+
 interface DaemonOpts {
   workers: number;
   fsync: boolean;
@@ -799,6 +821,7 @@ class Daemon extends ClusterServer {
     const configDir = path.join(dir, 'config');
     fs.mkdirSync(spoolDir);
     fs.mkdirSync(configDir);
+    seedTls(spoolDir);
     const port = await freePort();
     const env: Record<string, string> = {
       SMTP_HOST: '127.0.0.1',
@@ -819,6 +842,7 @@ class Daemon extends ClusterServer {
     const { child, logFile } = ClusterServer.spawnLogged(dir, [path.join(built, 'workers', 'cli.js'), 'start'], { PATH: process.env.PATH, HOME: process.env.HOME, ...env });
     const d = new Daemon(child, port, dir, logFile, spoolDir, env);
     await d.waitListening(o.workers, 'spamtrapd');
+    keepTls(spoolDir);
     return d;
   }
 

@@ -39,13 +39,48 @@ interface Summary {
   stored: number | null;
 }
 
+interface Soak {
+  reproduce: string;
+  consume: boolean;
+  sent: number;
+  stored: number;
+  samples: Array<{ messages: number; rssKb: Record<string, number> }>;
+  growthFrom10PercentKb: Record<string, { kb: number; percent: number }>;
+}
+
+interface HostileShape {
+  shape: string;
+  sessions: number;
+  wireBytes: number;
+  messageBytes: number;
+  replies: string[];
+  endOfDataToReplyMs: number;
+  transferMs: number;
+  acceptorCpuMs: number;
+  takers: string[];
+  peakRssKb: Record<string, number>;
+  peakRssGrowthKb: number;
+  stored: number;
+  storedOk: boolean;
+}
+
+interface Footprint {
+  reproduce: string;
+  idle: { rssKb: Record<string, number>; totalKb: number };
+  afterFlood: { rssKb: Record<string, number>; totalKb: number };
+  peakKb: Record<string, number>;
+  sent: number;
+  stored: number;
+}
+
 interface Report {
   ok: boolean;
   problems: string[];
-  options: { messages: number; stormIdle: number; stormMessages: number; soakMessages: number; perConnection: number[] };
+  options: { messages: number; stormIdle: number; stormMessages: number; soakMessages: number; perConnection: number[]; footprintMessages: number; hostileSize: number };
   commands: Record<string, string>;
-  throughput: { perConnection: number[]; turns: Array<Record<string, unknown>>; summary: Summary[] };
+  throughput: { reproduce: string; perConnection: number[]; turns: Array<Record<string, unknown>>; summary: Summary[] };
   storm: {
+    reproduce: string;
     idleRequested: number;
     idleOpened: number;
     idleStillOpenAfterFlood: number;
@@ -57,12 +92,10 @@ interface Report {
     memoryPerIdleConnKb: number;
     targets: Record<string, boolean>;
   };
-  soak: {
-    sent: number;
-    stored: number;
-    samples: Array<{ messages: number; rssKb: Record<string, number> }>;
-    growthFrom10PercentKb: Record<string, { kb: number; percent: number }>;
-  };
+  soak: Soak;
+  soakNoConsume: Soak;
+  hostile: { reproduce: string; size: number; shapes: HostileShape[] };
+  footprint: Footprint;
 }
 
 function run(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -85,6 +118,8 @@ function run(args: string[], timeoutMs: number): Promise<{ code: number | null; 
 }
 
 const positive = (n: unknown) => typeof n === 'number' && Number.isFinite(n) && n > 0;
+
+const finiteAtLeast0 = (n: unknown) => typeof n === 'number' && Number.isFinite(n) && n >= 0;
 
 test('bench/smtp-bench --smoke: every mode runs, reports every figure, stores every message sent', { timeout: 180_000 }, async (t) => {
   if (!fs.existsSync(path.join(repoRoot(), '.tools', 'bin', 'smtp-source'))) {
@@ -144,12 +179,49 @@ test('bench/smtp-bench --smoke: every mode runs, reports every figure, stores ev
   assert.equal(typeof s.memoryPerIdleConnKb, 'number');
   for (const k of ['noRefusals', 'everyMessageStored', 'greetedWithin1s', 'memoryPerIdleConnAtMost30Kb']) assert.equal(typeof s.targets[k], 'boolean', k);
 
-  const soak = r.soak;
-  assert.equal(soak.sent, r.options.soakMessages);
-  assert.equal(soak.stored, soak.sent, 'soak: stored == sent');
-  assert.ok(soak.samples.length >= 2, 'soak RSS samples');
-  assert.equal(soak.samples[soak.samples.length - 1]?.messages, soak.sent);
-  // Every process of the daemon is sampled (the forward relay too); these three exist whatever else it forks.
-  for (const p of ['primary', 'acceptor0', 'acceptor1']) assert.ok(p in soak.growthFrom10PercentKb, `soak RSS growth of ${p}`);
-  for (const sample of soak.samples) for (const kb of Object.values(sample.rssKb)) assert.ok(positive(kb), 'RSS sampled');
+  // Smoke runs the soak both ways: consuming the queue as it fills, and leaving it to grow.
+  for (const [soak, consume] of [[r.soak, true], [r.soakNoConsume, false]] as const) {
+    const what = consume ? 'soak' : 'soak --no-consume';
+    assert.equal(soak.consume, consume, what);
+    assert.equal(soak.sent, r.options.soakMessages);
+    assert.equal(soak.stored, soak.sent, `${what}: stored == sent`);
+    assert.ok(soak.samples.length >= 2, `${what} RSS samples`);
+    assert.equal(soak.samples[soak.samples.length - 1]?.messages, soak.sent);
+    // Every process of the daemon is sampled (the forward relay too); these three exist whatever else it forks.
+    for (const p of ['primary', 'acceptor0', 'acceptor1']) assert.ok(p in soak.growthFrom10PercentKb, `${what} RSS growth of ${p}`);
+    for (const sample of soak.samples) for (const kb of Object.values(sample.rssKb)) assert.ok(positive(kb), `${what}: RSS sampled`);
+    assert.equal(soak.reproduce.includes('--no-consume'), !consume, `${what}: ${soak.reproduce}`);
+  }
+
+  const h = r.hostile;
+  assert.equal(h.size, r.options.hostileSize);
+  assert.deepEqual(h.shapes.map((x) => x.shape), ['plain', 'dots', 'one-byte-lines', 'bare-lf', 'long-line', 'cr-only', 'nul', 'dots-x4']);
+  for (const x of h.shapes) {
+    assert.ok(x.storedOk, `hostile ${x.shape}: stored as sent (${x.stored} jobs, replies ${x.replies.join(' | ')})`);
+    assert.equal(x.stored, x.sessions, `hostile ${x.shape}: one job per session`);
+    assert.equal(x.takers.length, x.sessions, `hostile ${x.shape}: the acceptor of every session is known`);
+    assert.ok(x.replies.every((reply) => reply.startsWith('250')), `hostile ${x.shape}: 250`);
+    assert.ok(x.wireBytes >= r.options.hostileSize && x.messageBytes > 0, `hostile ${x.shape}: sizes`);
+    assert.ok(positive(x.endOfDataToReplyMs) && x.endOfDataToReplyMs <= x.transferMs, `hostile ${x.shape}: times`);
+    // CPU ticks are 10 ms: a small message may cost less than one.
+    assert.ok(finiteAtLeast0(x.acceptorCpuMs), `hostile ${x.shape}: acceptor CPU`);
+    for (const kb of Object.values(x.peakRssKb)) assert.ok(positive(kb), `hostile ${x.shape}: peak RSS`);
+    assert.equal(typeof x.peakRssGrowthKb, 'number');
+  }
+  assert.equal(h.shapes.find((x) => x.shape === 'dots-x4')?.sessions, 4);
+
+  const f = r.footprint;
+  assert.equal(f.sent, r.options.footprintMessages);
+  assert.equal(f.stored, f.sent, 'footprint: stored == sent');
+  for (const reading of [f.idle, f.afterFlood]) {
+    for (const p of ['primary', 'acceptor0', 'acceptor1']) assert.ok(positive(reading.rssKb[p]), `footprint RSS of ${p}`);
+    assert.equal(reading.totalKb, Object.values(reading.rssKb).reduce((a, b) => a + b, 0), 'footprint total is the sum');
+  }
+  for (const kb of Object.values(f.peakKb)) assert.ok(positive(kb), 'footprint peak RSS');
+
+  // Each mode names the command that reruns it alone, with the smoke's counts spelled out instead of --smoke.
+  for (const [mode, cmd] of [['throughput', r.throughput.reproduce], ['storm', r.storm.reproduce], ['soak', r.soak.reproduce], ['hostile', h.reproduce], ['footprint', f.reproduce]]) {
+    assert.match(cmd as string, new RegExp(`smtp-bench\\.js --mode ${mode} `), `${mode}: ${cmd}`);
+    assert.doesNotMatch(cmd as string, /--smoke/);
+  }
 });
