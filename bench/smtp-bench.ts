@@ -49,6 +49,8 @@ interface Options {
   /** Bytes of each pathological message in hostile mode (on the wire, before the final dot). */
   hostileSize: number;
   hostileShapes: string[];
+  /** Every hostile shape to one daemon instead of a fresh one each (the smoke's shortcut). */
+  hostileShared: boolean;
   footprintMessages: number;
   /** Seconds of quiet before each footprint reading. */
   footprintSettle: number;
@@ -74,6 +76,8 @@ const usage = () => `usage: node dist/bench/smtp-bench.js [options]
                         runs both variants
   --hostile-size BYTES  size of each pathological message in hostile mode (default 8388608; smoke: 65536)
   --hostile-shapes A,B  which hostile shapes to send (default all: ${HOSTILE_SHAPES.map((h) => h.name).join(',')})
+  --hostile-shared      send every shape to one daemon instead of a fresh one each (smoke does: a daemon start
+                        costs ~2 s of CPU); RSS growth then includes what earlier shapes left behind
   --footprint-messages N  flood between the two footprint readings (default 20000; smoke: 200)
   --footprint-settle S  seconds of quiet before each footprint reading (default 5; smoke: 1)
   --spool-base DIR      where the temporary spools and the floor-write directory go: pick the disk to measure
@@ -103,6 +107,7 @@ function parseOptions(argv: string[]): Options {
       'warm-spool': { type: 'string' },
       'hostile-size': { type: 'string' },
       'hostile-shapes': { type: 'string' },
+      'hostile-shared': { type: 'boolean' },
       'footprint-messages': { type: 'string' },
       'footprint-settle': { type: 'string' },
       workers: { type: 'string' },
@@ -167,6 +172,7 @@ function parseOptions(argv: string[]): Options {
     warmSpool: int('warm-spool', smoke ? 100 : 0, 0),
     hostileSize: int('hostile-size', smoke ? 64 * 1024 : 8 * 1024 * 1024, 1024),
     hostileShapes,
+    hostileShared: values['hostile-shared'] === true || smoke,
     footprintMessages: int('footprint-messages', smoke ? 200 : 20_000, 1),
     footprintSettle: int('footprint-settle', smoke ? 1 : 5, 0),
   };
@@ -191,7 +197,7 @@ function reproduce(o: Options, mode: OneMode, variant: string[]): string {
     throughput: ['--rounds', o.rounds, '--messages', o.messages, ...flood, '--per-connection', o.perConnection.join(','), '--fsync', fsyncArg(o.fsync), '--warmup', o.warmup, '--warm-spool', o.warmSpool, '--probe-lanes', o.probeLanes],
     storm: ['--storm-idle', o.stormIdle, '--storm-messages', o.stormMessages, ...flood, ...firstFsync, '--warmup', o.warmup],
     soak: ['--soak-messages', o.soakMessages, '--soak-sample-every', o.soakSampleEvery, ...flood, ...firstFsync],
-    hostile: ['--hostile-size', o.hostileSize, '--hostile-shapes', o.hostileShapes.join(',')],
+    hostile: ['--hostile-size', o.hostileSize, '--hostile-shapes', o.hostileShapes.join(','), ...(o.hostileShared ? ['--hostile-shared'] : [])],
     footprint: ['--footprint-messages', o.footprintMessages, '--footprint-settle', o.footprintSettle, ...flood, ...firstFsync],
   };
   const words = ['node', __filename, '--mode', mode, ...perMode[mode], ...variant, '--workers', o.workers, '--spool-base', o.spoolBase];
@@ -1687,10 +1693,19 @@ function afterReceivedHeader(stored: Buffer): Buffer {
   return Buffer.alloc(0);
 }
 
-/** Each job in incoming/queue/ compared with the message; '' when they are equal, else what differs. */
-function storedDifference(d: Daemon, message: Buffer): string[] {
+/** Names of the jobs in incoming/queue/. */
+function jobNames(d: Daemon): string[] {
+  try {
+    return fs.readdirSync(d.queueDir()).filter((n) => /^\d/.test(n));
+  } catch {
+    return [];
+  }
+}
+
+/** Each of these jobs compared with the message: what differs, nothing when every one is equal. */
+function storedDifference(d: Daemon, names: string[], message: Buffer): string[] {
   const out: string[] = [];
-  for (const name of fs.readdirSync(d.queueDir()).filter((n) => /^\d/.test(n))) {
+  for (const name of names) {
     const dataPath = parseControl(fs.readFileSync(path.join(d.queueDir(), name))).fields.QDFN;
     if (!dataPath) {
       out.push(`${name}: no QDFN in the control file`);
@@ -1743,92 +1758,120 @@ function rssPeaks(procs: Array<{ name: string; pid: number }>): { stop(): Record
   };
 }
 
-/** The acceptors that logged the transactions (src/smtp/session.ts logs one `transaction` line per message). */
-async function transactionTakers(d: Daemon, expected: number): Promise<string[]> {
+/**
+ * The acceptors that logged the transactions after the log's first `from` characters (src/smtp/session.ts logs one
+ * `transaction` line per message; lines are batched, so they may come a moment after the reply).
+ */
+async function transactionTakers(d: Daemon, from: number, expected: number): Promise<string[]> {
   const deadline = Date.now() + 2000;
   for (;;) {
-    const takers = [...d.logs().matchAll(/ transaction proc=(acceptor\d+) /g)].map((m) => m[1] as string);
+    const takers = [...d.logs().slice(from).matchAll(/ transaction proc=(acceptor\d+) /g)].map((m) => m[1] as string);
     if (takers.length >= expected || Date.now() > deadline) return takers;
     await sleep(50);
   }
 }
 
-async function hostileShape(built: string, o: Options, shape: HostileShape) {
-  const { message, wire } = shape.build(o.hostileSize);
-  const maxMessageSize = maxMessageSizeFor(message.length);
+/** A daemon for hostile shapes: fsync off as in the throughput default, MAX_MESSAGE_SIZE raised when a shape needs it. */
+async function hostileDaemon(built: string, o: Options, maxMessageSize: string | null): Promise<Daemon> {
   const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync: false, env: maxMessageSize ? { MAX_MESSAGE_SIZE: maxMessageSize } : {} });
-  try {
-    // A fresh acceptor's RSS still moves for a moment after it listens (module loading, first GC).
-    await sleep(o.smoke ? 200 : 1000);
-    const conns = await Promise.all(Array.from({ length: shape.sessions }, () => openForData(d.port)));
-    const acceptors = d.acceptors();
-    const cpu0 = acceptors.map((a) => readCpu(a.pid));
-    const rss0 = Object.fromEntries(acceptors.map((a) => [a.name, readRssKb(a.pid)]));
-    const peaks = rssPeaks(acceptors);
-    const t0 = process.hrtime.bigint();
-    // The reply wait is the bench's only bound: the trap's own DATA_TIMEOUT_MS (120 s by default) applies first.
-    const sends = await Promise.all(conns.map((c) => sendData(c, wire, 600_000)));
-    const peak = peaks.stop();
-    const cpu1 = acceptors.map((a) => readCpu(a.pid));
-    for (const c of conns) c.destroy();
-    const perAcceptorCpuMs = Object.fromEntries(acceptors.map((a, i) => [a.name, ticksToMs(cpu1[i]!.user + cpu1[i]!.sys - cpu0[i]!.user - cpu0[i]!.sys)]));
-    const takers = await transactionTakers(d, shape.sessions);
-    const growth = Object.fromEntries(acceptors.map((a) => [a.name, (peak[a.name] ?? 0) - (rss0[a.name] ?? 0)]));
-    const stored = d.queued();
-    const differences = storedDifference(d, message);
-    const ms = (a: bigint, b: bigint) => round2(Number(b - a) / 1e6);
-    return {
-      shape: shape.name,
-      what: shape.what,
-      sessions: shape.sessions,
-      wireBytes: wire.length + 3,
-      messageBytes: message.length,
-      maxMessageSize,
-      replies: sends.map((x) => x.reply),
-      /** The slowest session's wait from its last byte handed to the kernel to its reply. */
-      endOfDataToReplyMs: Math.max(...sends.map((x) => ms(x.writtenAt, x.repliedAt))),
-      /** From the first DATA byte written to the last reply. */
-      transferMs: ms(t0, sends.reduce((a, x) => (x.repliedAt > a ? x.repliedAt : a), t0)),
-      acceptorCpuMs: sumValues(perAcceptorCpuMs),
-      perAcceptorCpuMs,
-      takers,
-      rssBeforeKb: rss0,
-      peakRssKb: peak,
-      /** Peak minus before, of the acceptors that took the sessions (each counted once). */
-      peakRssGrowthKb: [...new Set(takers)].reduce((a, name) => a + (growth[name] ?? 0), 0),
-      perAcceptorPeakGrowthKb: growth,
-      hwmAfterKb: Object.fromEntries(acceptors.map((a) => [a.name, readStatusKb(a.pid, 'VmHWM')])),
-      stored,
-      storedOk: stored === shape.sessions && differences.length === 0 && sends.every((x) => x.reply.startsWith('250')),
-      differences: differences.slice(0, 4),
-      workerDeaths: d.workerDeaths(),
-    };
-  } finally {
-    await d.stop();
-  }
+  // A fresh acceptor's RSS still moves for a moment after it listens (module loading, first GC).
+  await sleep(o.smoke ? 200 : 1000);
+  return d;
+}
+
+/** One shape on a running daemon: only the jobs, log lines and deaths that appear during it count. */
+async function hostileShape(d: Daemon, shape: HostileShape, message: Buffer, wire: Buffer, maxMessageSize: string | null) {
+  const jobsBefore = new Set(jobNames(d));
+  const logFrom = d.logs().length;
+  const deathsBefore = d.workerDeaths();
+  const conns = await Promise.all(Array.from({ length: shape.sessions }, () => openForData(d.port)));
+  const acceptors = d.acceptors();
+  const cpu0 = acceptors.map((a) => readCpu(a.pid));
+  const rss0 = Object.fromEntries(acceptors.map((a) => [a.name, readRssKb(a.pid)]));
+  const peaks = rssPeaks(acceptors);
+  const t0 = process.hrtime.bigint();
+  // The reply wait is the bench's only bound: the trap's own DATA_TIMEOUT_MS (120 s by default) applies first.
+  const sends = await Promise.all(conns.map((c) => sendData(c, wire, 600_000)));
+  const peak = peaks.stop();
+  const cpu1 = acceptors.map((a) => readCpu(a.pid));
+  for (const c of conns) c.destroy();
+  const perAcceptorCpuMs = Object.fromEntries(acceptors.map((a, i) => [a.name, ticksToMs(cpu1[i]!.user + cpu1[i]!.sys - cpu0[i]!.user - cpu0[i]!.sys)]));
+  const takers = await transactionTakers(d, logFrom, shape.sessions);
+  const growth = Object.fromEntries(acceptors.map((a) => [a.name, (peak[a.name] ?? 0) - (rss0[a.name] ?? 0)]));
+  const jobs = jobNames(d).filter((n) => !jobsBefore.has(n));
+  const stored = jobs.length;
+  const differences = storedDifference(d, jobs, message);
+  const ms = (a: bigint, b: bigint) => round2(Number(b - a) / 1e6);
+  return {
+    shape: shape.name,
+    what: shape.what,
+    sessions: shape.sessions,
+    wireBytes: wire.length + 3,
+    messageBytes: message.length,
+    maxMessageSize,
+    replies: sends.map((x) => x.reply),
+    /** The slowest session's wait from its last byte handed to the kernel to its reply. */
+    endOfDataToReplyMs: Math.max(...sends.map((x) => ms(x.writtenAt, x.repliedAt))),
+    /** From the first DATA byte written to the last reply. */
+    transferMs: ms(t0, sends.reduce((a, x) => (x.repliedAt > a ? x.repliedAt : a), t0)),
+    acceptorCpuMs: sumValues(perAcceptorCpuMs),
+    perAcceptorCpuMs,
+    takers,
+    rssBeforeKb: rss0,
+    peakRssKb: peak,
+    /** Peak minus before, of the acceptors that took the sessions (each counted once). */
+    peakRssGrowthKb: [...new Set(takers)].reduce((a, name) => a + (growth[name] ?? 0), 0),
+    perAcceptorPeakGrowthKb: growth,
+    hwmAfterKb: Object.fromEntries(acceptors.map((a) => [a.name, readStatusKb(a.pid, 'VmHWM')])),
+    stored,
+    storedOk: stored === shape.sessions && differences.length === 0 && sends.every((x) => x.reply.startsWith('250')),
+    differences: differences.slice(0, 4),
+    workerDeaths: d.workerDeaths() - deathsBefore,
+  };
 }
 
 const mb = (kb: number) => `${kb >= 0 ? '+' : ''}${fmt(kb / 1024, 1)} MB`;
 
 async function hostileMode(built: string, o: Options, problems: string[]) {
-  const command = modeHeader(o, 'hostile', `hostile: one message per shape, ${o.hostileSize} B each (long-line 1.25x), each sent to a fresh spamtrapd ` +
+  const command = modeHeader(o, 'hostile', `hostile: one message per shape, ${o.hostileSize} B each (long-line 1.25x), each sent to ` +
+    `${o.hostileShared ? 'ONE SHARED spamtrapd (--hostile-shared: RSS growth includes earlier shapes)' : 'a fresh spamtrapd'} ` +
     `(${o.workers} acceptors, rDNS off, fsync off) over a raw socket; acceptors' RSS sampled every 20 ms`);
   say(`  ${'shape'.padEnd(15)} ${'bytes sent'.padStart(11)} ${'end of DATA -> reply'.padStart(21)} ${'transfer'.padStart(10)} ${'acceptor CPU'.padStart(13)}  peak RSS growth (acceptor)   stored`);
-  const shapes: Array<Awaited<ReturnType<typeof hostileShape>>> = [];
-  for (const shape of HOSTILE_SHAPES.filter((h) => o.hostileShapes.includes(h.name))) {
-    const r = await hostileShape(built, o, shape);
-    shapes.push(r);
-    const who = [...new Set(r.takers)].join('+') || '?';
-    say(
-      `  ${r.shape.padEnd(15)} ${String(r.wireBytes * r.sessions).padStart(11)} ${`${fmt(r.endOfDataToReplyMs, 1)} ms`.padStart(21)} ` +
-        `${`${fmt(r.transferMs)} ms`.padStart(10)} ${`${fmt(r.acceptorCpuMs)} ms`.padStart(13)}  ${`${mb(r.peakRssGrowthKb)} (${who})`.padEnd(27)}  ` +
-        `${r.storedOk ? 'ok' : `NO: ${r.stored} job(s), replies ${r.replies.join(' | ')}${r.differences.length ? `; ${r.differences[0]}` : ''}`}` +
-        (r.maxMessageSize ? `  (MAX_MESSAGE_SIZE=${r.maxMessageSize})` : ''),
-    );
-    if (!r.storedOk) problems.push(`hostile ${r.shape}: not stored as sent: ${r.stored} job(s), replies ${r.replies.join(' | ')}${r.differences.length ? `; ${r.differences[0]}` : ''}`);
-    if (r.workerDeaths) problems.push(`hostile ${r.shape}: ${r.workerDeaths} worker process(es) died`);
+  const shapes: HostileResult[] = [];
+  const chosen = HOSTILE_SHAPES.filter((h) => o.hostileShapes.includes(h.name)).map((shape) => {
+    const { message, wire } = shape.build(o.hostileSize);
+    return { shape, message, wire, maxMessageSize: maxMessageSizeFor(message.length) };
+  });
+  const largest = Math.max(...chosen.map((c) => c.message.length));
+  const shared = o.hostileShared ? await hostileDaemon(built, o, maxMessageSizeFor(largest)) : null;
+  try {
+    for (const c of chosen) {
+      const d = shared ?? (await hostileDaemon(built, o, c.maxMessageSize));
+      try {
+        shapes.push(await hostileShape(d, c.shape, c.message, c.wire, shared ? maxMessageSizeFor(largest) : c.maxMessageSize));
+      } finally {
+        if (!shared) await d.stop();
+      }
+      printHostile(shapes[shapes.length - 1]!, problems);
+    }
+  } finally {
+    await shared?.stop();
   }
-  return { reproduce: command, size: o.hostileSize, shapes };
+  return { reproduce: command, size: o.hostileSize, shared: o.hostileShared, shapes };
+}
+
+type HostileResult = Awaited<ReturnType<typeof hostileShape>>;
+
+function printHostile(r: HostileResult, problems: string[]): void {
+  const who = [...new Set(r.takers)].join('+') || '?';
+  say(
+    `  ${r.shape.padEnd(15)} ${String(r.wireBytes * r.sessions).padStart(11)} ${`${fmt(r.endOfDataToReplyMs, 1)} ms`.padStart(21)} ` +
+      `${`${fmt(r.transferMs)} ms`.padStart(10)} ${`${fmt(r.acceptorCpuMs)} ms`.padStart(13)}  ${`${mb(r.peakRssGrowthKb)} (${who})`.padEnd(27)}  ` +
+      `${r.storedOk ? 'ok' : `NO: ${r.stored} job(s), replies ${r.replies.join(' | ')}${r.differences.length ? `; ${r.differences[0]}` : ''}`}` +
+      (r.maxMessageSize ? `  (MAX_MESSAGE_SIZE=${r.maxMessageSize})` : ''),
+  );
+  if (!r.storedOk) problems.push(`hostile ${r.shape}: not stored as sent: ${r.stored} job(s), replies ${r.replies.join(' | ')}${r.differences.length ? `; ${r.differences[0]}` : ''}`);
+  if (r.workerDeaths) problems.push(`hostile ${r.shape}: ${r.workerDeaths} worker process(es) died`);
 }
 
 // ---------------------------------------------------------------- footprint

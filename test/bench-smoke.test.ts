@@ -94,7 +94,7 @@ interface Report {
   };
   soak: Soak;
   soakNoConsume: Soak;
-  hostile: { reproduce: string; size: number; shapes: HostileShape[] };
+  hostile: { reproduce: string; size: number; shared: boolean; shapes: HostileShape[] };
   footprint: Footprint;
 }
 
@@ -195,6 +195,7 @@ test('bench/smtp-bench --smoke: every mode runs, reports every figure, stores ev
 
   const h = r.hostile;
   assert.equal(h.size, r.options.hostileSize);
+  assert.equal(h.shared, true, 'smoke sends every shape to one daemon');
   assert.deepEqual(h.shapes.map((x) => x.shape), ['plain', 'dots', 'one-byte-lines', 'bare-lf', 'long-line', 'cr-only', 'nul', 'dots-x4']);
   for (const x of h.shapes) {
     assert.ok(x.storedOk, `hostile ${x.shape}: stored as sent (${x.stored} jobs, replies ${x.replies.join(' | ')})`);
