@@ -78,7 +78,7 @@ const usage = () => `usage: node dist/bench/smtp-bench.js [options]
   --hostile-shapes A,B  which hostile shapes to send (default all: ${HOSTILE_SHAPES.map((h) => h.name).join(',')})
   --hostile-shared      send every shape to one daemon instead of a fresh one each (smoke does: a daemon start
                         costs ~2 s of CPU); RSS growth then includes what earlier shapes left behind
-  --footprint-messages N  flood between the two footprint readings (default 20000; smoke: 200)
+  --footprint-messages N  flood between the two footprint readings (default 20000; smoke: 100)
   --footprint-settle S  seconds of quiet before each footprint reading (default 5; smoke: 1)
   --spool-base DIR      where the temporary spools and the floor-write directory go: pick the disk to measure
                         (default os.tmpdir(); /dev/shm for tmpfs)
@@ -142,7 +142,7 @@ function parseOptions(argv: string[]): Options {
   const fsyncArg = values.fsync ?? (smoke ? 'both' : 'off');
   const fsync = ({ off: [false], on: [true], both: [false, true] } as Record<string, boolean[]>)[fsyncArg];
   if (!fsync) throw new UsageError(`--fsync must be off, on or both, not '${fsyncArg}'`);
-  const soakMessages = int('soak-messages', smoke ? 300 : 200_000, 10);
+  const soakMessages = int('soak-messages', smoke ? 150 : 200_000, 10);
   const perConnection = (values['per-connection'] ?? (smoke ? '1,5' : '1')).split(',').map((x) => Number(x.trim()));
   if (!perConnection.every((n) => Number.isInteger(n) && n >= 1) || new Set(perConnection).size !== perConnection.length) {
     throw new UsageError(`--per-connection must be distinct integers >= 1, comma-separated, not '${values['per-connection']}'`);
@@ -153,7 +153,7 @@ function parseOptions(argv: string[]): Options {
   return {
     mode,
     rounds: int('rounds', smoke ? 1 : 3, 1),
-    messages: int('messages', smoke ? 200 : 5000, 1),
+    messages: int('messages', smoke ? 100 : 5000, 1),
     warmup: int('warmup', smoke ? 30 : 3000, 0),
     sessions: int('sessions', smoke ? 10 : 50, 1),
     size: int('size', 4096, 1),
@@ -163,7 +163,7 @@ function parseOptions(argv: string[]): Options {
     smoke,
     probeLanes: int('probe-lanes', 1, 0),
     stormIdle: int('storm-idle', smoke ? 200 : 4000, 1),
-    stormMessages: int('storm-messages', smoke ? 200 : 2000, 1),
+    stormMessages: int('storm-messages', smoke ? 100 : 2000, 1),
     soakMessages,
     soakSampleEvery: int('soak-sample-every', Math.max(1, Math.floor(soakMessages / 20)), 1),
     soakConsume: values['no-consume'] ? [false] : smoke ? [true, false] : [true],
@@ -173,7 +173,7 @@ function parseOptions(argv: string[]): Options {
     hostileSize: int('hostile-size', smoke ? 64 * 1024 : 8 * 1024 * 1024, 1024),
     hostileShapes,
     hostileShared: values['hostile-shared'] === true || smoke,
-    footprintMessages: int('footprint-messages', smoke ? 200 : 20_000, 1),
+    footprintMessages: int('footprint-messages', smoke ? 100 : 20_000, 1),
     footprintSettle: int('footprint-settle', smoke ? 1 : 5, 0),
   };
 }

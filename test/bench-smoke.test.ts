@@ -202,7 +202,7 @@ test('bench/smtp-bench --smoke: every mode runs, reports every figure, stores ev
     assert.equal(x.stored, x.sessions, `hostile ${x.shape}: one job per session`);
     assert.equal(x.takers.length, x.sessions, `hostile ${x.shape}: the acceptor of every session is known`);
     assert.ok(x.replies.every((reply) => reply.startsWith('250')), `hostile ${x.shape}: 250`);
-    assert.ok(x.wireBytes >= r.options.hostileSize && x.messageBytes > 0, `hostile ${x.shape}: sizes`);
+    assert.ok(x.wireBytes > r.options.hostileSize * 0.95 && x.messageBytes > 0, `hostile ${x.shape}: about --hostile-size bytes`);
     assert.ok(positive(x.endOfDataToReplyMs) && x.endOfDataToReplyMs <= x.transferMs, `hostile ${x.shape}: times`);
     // CPU ticks are 10 ms: a small message may cost less than one.
     assert.ok(finiteAtLeast0(x.acceptorCpuMs), `hostile ${x.shape}: acceptor CPU`);
