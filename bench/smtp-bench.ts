@@ -6,7 +6,11 @@
  *   throughput  rounds x (smtp-sink, floor-discard, floor-write, spamtrapd[fsync off|on]): msgs/s, server CPU ms/msg,
  *               ratios to the sink and both floors, p50/p99 latency, stored/sent
  *   storm       thousands of idle connections held open while a flood runs: refusals, greeting latency, RSS per idle
- *   soak        one long flood, every process's RSS sampled every N messages, growth from 10% to 100%
+ *   soak        one long flood, every process's RSS sampled every N messages, growth from 10% to 100%; the queue
+ *               consumed as it fills, or (--no-consume) left to grow
+ *   hostile     pathological DATA shapes (all-dot lines, 1-byte lines, bare LF/CR, one huge line, NULs, 4 at once),
+ *               one message each: wait for the reply, acceptor CPU, peak RSS growth, stored exactly as sent
+ *   footprint   every trap process's RSS idle, and after a flood
  * Usage and the meaning of every number: bench/README.md. Compiled to dist/bench/smtp-bench.js.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -90,8 +94,8 @@ const usage = () => `usage: node dist/bench/smtp-bench.js [options]
   --warmup N            unmeasured messages before each measured turn (default 3000; smoke: 30). A trap runs
                         for days: V8 needs a few thousand transactions to optimise the hot path, and a turn
                         measured cold reports about twice the steady-state CPU per message
-  --smoke               tiny counts, every mode and variant, ~30-40 s on 2 quiet cores: proves the script still
-                        works, measures nothing`;
+  --smoke               tiny counts, every mode and variant, ~40 s of CPU (about 30 s on 2 idle cores): proves
+                        the script still works, measures nothing`;
 
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
