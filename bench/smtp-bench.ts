@@ -557,8 +557,6 @@ interface SourceRun {
   errors: string[];
   /** The last smtp-source command line of the flood (they differ only in -m and -s). */
   argv: string[];
-  /** smtp-source runs it took (more than one only with several messages per connection). */
-  runs: number;
 }
 
 interface SourceOpts {
@@ -610,7 +608,7 @@ async function runSource(tools: Tools, port: number, messages: number, sessions:
   }
   const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const after = readCpu('self');
-  return { wallMs, clientCpuMs: ticksToMs(after.childUser + after.childSys - before.childUser - before.childSys), errors, argv, runs: batches.length };
+  return { wallMs, clientCpuMs: ticksToMs(after.childUser + after.childSys - before.childUser - before.childSys), errors, argv };
 }
 
 /** One smtp-source process to its exit; its stderr lines (and a bad exit) are the errors. */
