@@ -1,4 +1,5 @@
 import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { TrapRejection } from '../smtp/replies';
 
 /**
  * Every series name the trap exposes. Dashboards, alerts and the tests check against this list, so a rename here is a
@@ -38,7 +39,7 @@ export const WORKER_LABEL = 'worker';
 export const RECIPIENT_CODES = ['250', '450', '550', '421'] as const;
 
 /** Reasons known today; the label is open, the session code may count others. Created at zero for the same reason. */
-export const REJECTION_REASONS = [
+export const REJECTION_REASONS: readonly TrapRejection[] = [
   'size',
   'too_many_recipients',
   'queue_error',
@@ -46,8 +47,7 @@ export const REJECTION_REASONS = [
   'timeout',
   'connection_limit',
   'shutdown',
-  'early_talker_refused',
-] as const;
+];
 
 /**
  * Why a connection from a PROXY_FROM balancer was closed before SMTP: no PROXY signature, a header that breaks the

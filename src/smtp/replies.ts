@@ -3,16 +3,21 @@
  * itself; the trap sees them only in the reply tap (overrides.ts), by code, context and text. Replies the trap
  * decides on its own (rule replies, queue errors) are counted where they are decided, so they map to null here.
  */
-export type RejectionReason =
-  | 'size'
-  | 'too_many_recipients'
-  | 'syntax'
-  | 'sequence'
-  | 'timeout'
-  | 'shutdown'
-  | 'connection_limit'
-  | 'unrecognized'
-  | 'http_request';
+export const REPLY_REJECTIONS = [
+  'size',
+  'too_many_recipients',
+  'syntax',
+  'sequence',
+  'timeout',
+  'shutdown',
+  'connection_limit',
+  'unrecognized',
+  'http_request',
+] as const;
+export type RejectionReason = (typeof REPLY_REJECTIONS)[number];
+
+/** Every reason the trap can count: the reply tap's, and those the session decides itself. */
+export type TrapRejection = RejectionReason | 'queue_error' | 'connection_limit_ip';
 
 export function classifyReply(code: number, text: string, context: string | false | undefined): RejectionReason | null {
   if (context === 'MESSAGE_TOO_BIG') return 'size';

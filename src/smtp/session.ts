@@ -12,7 +12,7 @@ import type { Logger } from '../log';
 import type { ProxyRejectionReason } from '../metrics/definitions';
 import type { TrapHooks, TrapSession } from './overrides';
 import { buildReceivedHeader, cleanAddress } from './received';
-import { classifyReply } from './replies';
+import { classifyReply, type TrapRejection } from './replies';
 import type { ReverseLookup } from './rdns';
 import type { Spool } from '../spool';
 
@@ -30,7 +30,7 @@ export interface TrapObserver {
   earlyTalker(): void;
   tlsSession(): void;
   recipient(code: number): void;
-  rejection(reason: string): void;
+  rejection(reason: TrapRejection): void;
   accepted(queue: string, bytes: number, writeSeconds: number): void;
 }
 
