@@ -1,4 +1,5 @@
-/** Whether a process exists, asked with kill(pid, 0). */
+/** Whether a process exists, and which one it is. */
+import fs from 'node:fs';
 
 /**
  * True unless kill(0) says ESRCH: EPERM means a process (someone else's) has that pid. Used wherever a file's owner
@@ -13,4 +14,35 @@ export function processExists(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code !== 'ESRCH';
   }
+}
+
+/**
+ * A process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with the pid, it names one process
+ * for as long as the machine runs, where a pid alone is reused. Null when the process does not exist or there is no
+ * /proc to ask.
+ */
+export function processStartTicks(pid: number | 'self'): string | null {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return null;
+  }
+  // The command name (field 2) is in parentheses and may contain spaces; the fields after it are plain.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return /^\d+$/.test(fields[19] ?? '') ? fields[19] : null;
+}
+
+let ownStart: string | null | undefined;
+
+/** This process's start ticks, read once. */
+export function ownStartTicks(): string | null {
+  if (ownStart === undefined) ownStart = processStartTicks('self');
+  return ownStart;
+}
+
+/** Whether the writer named by pid and start ticks still runs: the same pid with another start time is not it. */
+export function writerAlive(pid: number, start: string | undefined): boolean {
+  if (start === undefined || !fs.existsSync('/proc/self/stat')) return processExists(pid);
+  return processStartTicks(pid) === start;
 }

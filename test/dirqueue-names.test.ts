@@ -100,6 +100,8 @@ test('tmp names carry host and real pid and round-trip, dotted host names includ
   assert.equal(encodeHostForTmp('a/b c%'), 'a%2Fb%20c%25');
   assert.equal(parseTmpName(tmpName({ ...t, host: 'we/ird' }, 'ctrl'))?.host, 'we%2Fird');
   // What IPC::DirQueue and its consumers put in tmp/ is never ours.
+  assert.deepEqual(parseTmpName(tmpName({ ...t, start: '123456789' }, 'data')), { ...t, start: '123456789', kind: 'data' });
+  assert.equal(tmpName({ ...t, start: '77' }, 'ctrl').includes(`.${t.pid}s77.`), true);
   assert.equal(parseTmpName('50.20240101120000123456.DNjkw.data'), null);
   assert.equal(parseTmpName('50.20240101120000123456.DNjkw.ctrl'), null);
   assert.equal(parseTmpName('50.20240101120000123456.DNjkw.1704110400.mx1.4242.active'), null);

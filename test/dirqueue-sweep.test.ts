@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DirQueueReader, DirQueueWriter, dataLocation, findQueueDirs, sweepSpool, sweepTmp, tmpName } from '../src/dirqueue';
+import { processStartTicks } from '../src/pid';
 import { deadPid, listFiles, withDir } from './helpers/dirqueue-util';
 
 const HOST = 'trap1';
@@ -184,7 +185,7 @@ test(
     // Our own pid is alive: the sweep must wait...
     assert.equal((await sweepTmp(dir, { ...opts, minAgeMs: 0 })).kept, 1);
     // ...and a renamed copy under a dead pid is what a crashed process would have left.
-    const deadName = (name as string).replace(`.${process.pid}.`, `.${deadPid()}.`);
+    const deadName = (name as string).replace(new RegExp(`\\.${process.pid}(s\\d+)?\\.`), `.${deadPid()}$1.`);
     fs.renameSync(path.join(dir, 'tmp', name as string), path.join(dir, 'tmp', deadName));
     await sweepTmp(dir, { ...opts, minAgeMs: 0 });
     assert.deepEqual(listFiles(dir), []);
@@ -206,5 +207,26 @@ test(
     assert.equal(total.tmpRemoved, 2);
     assert.deepEqual(Object.keys(byQueue).sort(), ['deadletter', 'forward-mx-25', 'incoming']);
     assert.deepEqual(listFiles(spool), ['file']);
+  }),
+);
+
+test(
+  "a pid reused by another process (same pid, another start time) is not the writer: its files go; the writer's own stay",
+  withDir('sw-pid-reuse', async (dir) => {
+    // This test process plays the later process that got the dead writer's pid (as after a restart in a fresh pid
+    // namespace, where pids repeat at once).
+    const mine = processStartTicks('self')!;
+    const tmp = path.join(dir, 'tmp');
+    fs.mkdirSync(tmp, { recursive: true });
+    const name = (base: string, start: string, kind: 'data' | 'ctrl') => path.join(tmp, tmpName({ base, host: HOST, pid: process.pid, start, seq: 1 }, kind));
+    const gone = name('50.20240101120000000041.DNjkw', String(Number(mine) - 1), 'data');
+    const live = name('50.20240101120000000042.DNjkw', mine, 'data');
+    for (const p of [gone, live]) {
+      fs.writeFileSync(p, 'x');
+      old(p);
+    }
+    const s = await sweepTmp(dir, opts);
+    assert.deepEqual(listFiles(dir), [path.relative(dir, live)]);
+    assert.equal(s.tmpRemoved, 1);
   }),
 );

@@ -115,10 +115,13 @@ export function sortNames(names: Iterable<string>): string[] {
 }
 
 /**
- * Our tmp/ names: `NAME0.spamtrapd.HOST.PID.SEQ.data` and `.ctrl`. The sweep needs the writer's host and real pid
- * (the HASH maps many pids to one value), and SEQ keeps two jobs begun in one microsecond by one process apart.
- * IPC::DirQueue's own tmp names (`NAME0.data`, `NAME0.ctrl`) and consumers' pickup locks (`NAME.TIME.HOST.PID.active`)
- * never contain `.spamtrapd.`, so the sweep cannot mistake them for ours.
+ * Our tmp/ names: `NAME0.spamtrapd.HOST.PIDsSTART.SEQ.data` and `.ctrl`. The sweep needs the writer's host and real
+ * pid (the HASH maps many pids to one value), and START, the writer process's start time in clock ticks since boot
+ * (/proc/PID/stat), tells a live writer from a later process that got the same pid: after a restart in a fresh pid
+ * namespace, pids repeat at once. SEQ keeps two jobs begun in one microsecond by one process apart. Names without
+ * START (older versions, or no /proc) are still read. IPC::DirQueue's own tmp names (`NAME0.data`, `NAME0.ctrl`) and
+ * consumers' pickup locks (`NAME.TIME.HOST.PID.active`) never contain `.spamtrapd.`, so the sweep cannot mistake
+ * them for ours.
  */
 export type TmpKind = 'data' | 'ctrl';
 
@@ -126,6 +129,8 @@ export interface TmpName {
   base: string;
   host: string;
   pid: number;
+  /** The writer's start time in clock ticks since boot; absent in names that lack it. */
+  start?: string;
   seq: number;
   kind: TmpKind;
 }
@@ -138,20 +143,23 @@ export function encodeHostForTmp(host: string): string {
 }
 
 export function tmpName(t: Omit<TmpName, 'kind'>, kind: TmpKind): string {
-  return `${t.base}.spamtrapd.${encodeHostForTmp(t.host)}.${t.pid}.${t.seq}.${kind}`;
+  const writer = t.start === undefined ? `${t.pid}` : `${t.pid}s${t.start}`;
+  return `${t.base}.spamtrapd.${encodeHostForTmp(t.host)}.${writer}.${t.seq}.${kind}`;
 }
 
-const TMP_RE = /^(\d\d\.\d{20}\.[A-Za-z0-9+_]+)\.spamtrapd\.([A-Za-z0-9._%-]+)\.(\d+)\.(\d+)\.(data|ctrl)$/;
+const TMP_RE = /^(\d\d\.\d{20}\.[A-Za-z0-9+_]+)\.spamtrapd\.([A-Za-z0-9._%-]+)\.(\d+)(?:s(\d+))?\.(\d+)\.(data|ctrl)$/;
 
 /** Parses one of our tmp names; the host comes back still encoded, compare it with encodeHostForTmp(). */
 export function parseTmpName(name: string): TmpName | null {
   const m = TMP_RE.exec(name);
   if (!m) return null;
-  return {
+  const t: TmpName = {
     base: m[1] as string,
     host: m[2] as string,
     pid: Number(m[3]),
-    seq: Number(m[4]),
-    kind: m[5] as TmpKind,
+    seq: Number(m[5]),
+    kind: m[6] as TmpKind,
   };
+  if (m[4] !== undefined) t.start = m[4];
+  return t;
 }

@@ -1,6 +1,6 @@
 /**
  * Removes the tmp/ leftovers of writers that died mid-enqueue (IPC::DirQueue never cleans tmp/). Only files named
- * by our writer (`NAME0.spamtrapd.HOST.PID.SEQ.data|ctrl`), from this host, whose pid is gone are touched; consumers'
+ * by our writer (`NAME0.spamtrapd.HOST.PIDsSTART.SEQ.data|ctrl`), from this host, whose pid is gone are touched; consumers'
  * `*.active` lock files and Perl writers' files never match that name. A file must also be older than minAgeMs,
  * unless its pid is one the caller saw exit (the primary forked every writer and saw each die): the age guard is for
  * pids nobody here knows (a writer in another pid namespace, a clock step).
@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { processExists } from '../pid';
+import { writerAlive } from '../pid';
 import { dataLocation, encodeHostForTmp, parseTmpName, TmpName } from './names';
 
 export interface SweepOptions {
@@ -76,7 +76,7 @@ export async function sweepTmp(dir: string, opts: SweepOptions = {}): Promise<Sw
   for (const name of await listDir(tmpDir)) {
     const t = parseTmpName(name);
     if (!t) continue;
-    const key = `${t.base}|${t.host}|${t.pid}|${t.seq}`;
+    const key = `${t.base}|${t.host}|${t.pid}|${t.start ?? ''}|${t.seq}`;
     let st: fs.BigIntStats;
     try {
       st = await fsp.lstat(path.join(tmpDir, name), { bigint: true });
@@ -84,7 +84,7 @@ export async function sweepTmp(dir: string, opts: SweepOptions = {}): Promise<Sw
       continue;
     }
     const young = Date.now() - Number(st.mtimeMs) < minAgeMs && !opts.knownDead?.has(t.pid);
-    if (t.host !== myHost || young || processExists(t.pid)) {
+    if (t.host !== myHost || young || writerAlive(t.pid, t.start)) {
       summary.kept++;
       keep.add(key);
       continue;

@@ -1,7 +1,7 @@
 /**
  * Enqueues jobs in IPC::DirQueue 1.1 format (spec section 4) so Perl consumers can take them while we write.
  *
- * Tmp names are `tmp/NAME0.spamtrapd.HOST.PID.SEQ.data|ctrl` (see names.ts). Both stay in tmp/ until the control file
+ * Tmp names are `tmp/NAME0.spamtrapd.HOST.PIDsSTART.SEQ.data|ctrl` (see names.ts). Both stay in tmp/ until the control file
  * is linked into queue/; then the data name goes first and the ctrl name second, which is what lets sweepTmp() tell
  * a committed job from an orphaned data file after a crash at any step.
  */
@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
+import { ownStartTicks } from '../pid';
 import { Metadata, serializeControl, validateMetadata } from './control';
 import { Clock, dataLocation, dirqueueHash, name0, retryName, tmpName, checkPriority } from './names';
 
@@ -112,7 +113,7 @@ export class DirQueueWriter {
     const pid = this.namePid ?? process.pid;
     const clock = this.now();
     const base = name0(priority, clock, dirqueueHash(this.hostname, pid));
-    const t = { base, host: this.hostname, pid: process.pid, seq: ++tmpSeq };
+    const t = { base, host: this.hostname, pid: process.pid, start: ownStartTicks() ?? undefined, seq: ++tmpSeq };
     const tmpDir = path.join(this.dir, 'tmp');
     const job = new Job(this, {
       base,
