@@ -21,7 +21,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseControl } from '../src/dirqueue/control';
 import { dataLocation, dirqueueHash, name0 } from '../src/dirqueue/names';
-import { freePort } from '../test/helpers/daemon';
+import { freePort } from '../test/helpers/sockets';
+import { builtRoot, repoRoot } from '../test/helpers/paths';
 
 // ---------------------------------------------------------------- options
 
@@ -228,22 +229,6 @@ function say(line = ''): void {
 }
 
 // ---------------------------------------------------------------- locations and tools
-
-function repoRoot(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const pkg = path.join(dir, 'package.json');
-    if (fs.existsSync(pkg) && (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: string }).name === 'spamtrapd') return dir;
-    if (path.dirname(dir) === dir) throw new Error(`no spamtrapd package.json above ${__dirname}`);
-  }
-}
-
-/** The compiled tree this script belongs to: the daemon under test must be the same build as the bench. */
-function builtRoot(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, 'workers', 'cli.js'))) return dir;
-    if (path.dirname(dir) === dir) throw new Error(`no compiled workers/cli.js above ${__dirname}`);
-  }
-}
 
 interface Tools {
   source: string;

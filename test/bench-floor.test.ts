@@ -10,8 +10,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { endOfDataIn } from '../bench/floor-receiver';
-import { builtRoot, freePort } from './helpers/daemon';
 import { RawSmtp } from './helpers/smtp-client';
+import { builtRoot } from './helpers/paths';
+import { freePort } from './helpers/sockets';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { builtRoot, repoRoot } from './helpers/daemon';
+import { builtRoot, repoRoot } from './helpers/paths';
 
 interface Spread {
   median: number;

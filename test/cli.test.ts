@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { builtRoot, startDaemon } from './helpers/daemon';
+import { startDaemon } from './helpers/daemon';
+import { builtRoot } from './helpers/paths';
 
 const cli = () => path.join(builtRoot(), 'workers', 'cli.js');
 

@@ -14,6 +14,7 @@ import {
   type RcptDefaultCode,
   type RcptRule,
 } from '../src/config/rcpt-regexp';
+import { repoRoot } from './helpers/paths';
 
 const OLD_TRAP = `# a hamtrap address
 /^address\\@traps.spamassassin.org$/    OK Sure [note=ham]
@@ -22,17 +23,6 @@ const OLD_TRAP = `# a hamtrap address
 # all others: trap
 /^.*$/                                 OK Sure
 `;
-
-/** The compiled test runs from dist/test or build/NAME/test: find the checkout by its package.json. */
-function repoRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    assert.notEqual(up, dir, 'package.json not found above ' + __dirname);
-    dir = up;
-  }
-  return dir;
-}
 
 function rules(text: string): RcptRule[] {
   const { rules: r, problems } = parseRcptRegexp(text, 'rcpt_regexp');

@@ -8,9 +8,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { startDaemon, type Daemon } from './helpers/daemon';
-import { acceptorPids, inspectSpool, waitFor } from './helpers/hardening-util';
+import { acceptorPids, type Daemon, startDaemon } from './helpers/daemon';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
+import { inspectSpool } from './helpers/queues';
+import { waitFor } from './helpers/waiting';
 
 async function rcptReply(port: number, rcpt: string): Promise<string> {
   const c = await RawSmtp.connect(port);

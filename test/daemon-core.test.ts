@@ -8,10 +8,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
-import { DirQueueReader, type Job } from '../src/dirqueue';
 import { VERSION } from '../src/version';
-import { freePort, startDaemon, type Daemon } from './helpers/daemon';
+import { startDaemon, type Daemon } from './helpers/daemon';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
+import { freePort } from './helpers/sockets';
+import { drain } from './helpers/queues';
 
 const RULES = `# every code the rcpt_regexp spec knows
 /^ok\\@trap\\.test$/         OK Sure
@@ -41,18 +42,6 @@ interface Delivered {
   from: string;
   to: string[];
   data: Buffer;
-}
-
-async function drain(spool: string, queue: string): Promise<Array<{ job: Job; data: Buffer }>> {
-  const dir = path.join(spool, queue);
-  if (!fs.existsSync(dir)) return [];
-  const reader = new DirQueueReader(dir);
-  const out: Array<{ job: Job; data: Buffer }> = [];
-  for (let job = await reader.pickup(); job; job = await reader.pickup()) {
-    out.push({ job, data: await job.readData() });
-    await job.finish();
-  }
-  return out;
 }
 
 function tmpEmpty(spool: string, queue: string): boolean {
@@ -150,7 +139,7 @@ describe('spamtrapd daemon', () => {
     }
     const { dataReply } = await sendMail(d.port, { from: '<s@xn--bcher-kva.example>', to: ['<other@xn--bcher-kva.example>'], data: 'Subject: idn\r\n\r\nx\r\n' });
     assert.equal(dataReply?.code, 250, dataReply?.raw);
-    const [job] = await drain(d.spoolDir, 'incoming');
+    const [job] = await drain(path.join(d.spoolDir, 'incoming'));
     assert.equal(job.job.metadata.rcpt_to, 'other@xn--bcher-kva.example');
     assert.equal(job.job.metadata.mail_from, 's@xn--bcher-kva.example');
     assert.match(job.data.toString('latin1'), /MAIL_FROM=<s@xn--bcher-kva\.example>\s+RCPT_TO=<other@xn--bcher-kva\.example>/);
@@ -164,7 +153,7 @@ describe('spamtrapd daemon', () => {
     });
     assert.equal(rcptReplies[0].code, 250);
     assert.equal(dataReply?.code, 250, dataReply?.raw);
-    const jobs = await drain(d.spoolDir, 'incoming');
+    const jobs = await drain(path.join(d.spoolDir, 'incoming'));
     assert.equal(jobs.length, 1);
     assert.equal(jobs[0].job.metadata.mail_from, 'nobrackets@spam.example');
     assert.match(jobs[0].data.toString('latin1'), /MAIL_FROM=<nobrackets@spam\.example>/);
@@ -179,8 +168,8 @@ describe('spamtrapd daemon', () => {
       data: body,
     });
     assert.equal(dataReply?.code, 250, dataReply?.raw);
-    const incoming = await drain(d.spoolDir, 'incoming');
-    const ham = await drain(d.spoolDir, 'hamincoming');
+    const incoming = await drain(path.join(d.spoolDir, 'incoming'));
+    const ham = await drain(path.join(d.spoolDir, 'hamincoming'));
     assert.deepEqual([incoming.length, ham.length], [1, 1], 'one copy in each trap queue');
     assert.equal(incoming[0].job.metadata.rcpt_to, 'ok@trap.test,other@trap.test,a?b@trap.test', 'a comma never splits an address');
     assert.equal(ham[0].job.metadata.rcpt_to, 'ham@trap.test');
@@ -217,7 +206,7 @@ describe('spamtrapd daemon', () => {
       data: 'Subject: hdr\r\n\r\nx\r\n',
     });
     assert.equal(dataReply?.code, 250);
-    const [{ job, data }] = await drain(d.spoolDir, 'incoming');
+    const [{ job, data }] = await drain(path.join(d.spoolDir, 'incoming'));
     const header = data.toString('latin1').split('Subject: hdr')[0];
     const date = '[A-Z][a-z]{2}, \\d{1,2} [A-Z][a-z]{2} \\d{4} \\d\\d:\\d\\d:\\d\\d \\+0000';
     const v = VERSION.replace(/\./g, '\\.');
@@ -269,7 +258,7 @@ describe('spamtrapd daemon', () => {
     } finally {
       c.close();
     }
-    const jobs = await drain(d.spoolDir, 'incoming');
+    const jobs = await drain(path.join(d.spoolDir, 'incoming'));
     assert.equal(jobs.length, 1, 'only the small message');
     assert.match(jobs[0].data.toString('latin1'), /Subject: small/);
     assert.ok(tmpEmpty(d.spoolDir, 'incoming'));
@@ -291,7 +280,7 @@ describe('spamtrapd daemon', () => {
     } finally {
       c.close();
     }
-    const [{ job, data }] = await drain(d.spoolDir, 'incoming');
+    const [{ job, data }] = await drain(path.join(d.spoolDir, 'incoming'));
     assert.match(data.toString('latin1').replace(/\r\n\t/g, ' '), /with ESMTPS ident=unknown/);
     assert.equal(job.metadata.proto, 'ESMTPS');
     assert.notEqual(job.metadata.tls, 'no');
@@ -312,7 +301,7 @@ describe('spamtrapd daemon', () => {
     await d.waitForLog(/ info reloaded /, 10000, reloadsBefore + 2);
     const { rcptReplies } = await sendMail(d.port, { from: '<s@x.example>', to: ['<deny@trap.test>'], data: 'x\r\n' });
     assert.equal(rcptReplies[0].raw, '250 <deny@trap.test>, recipient ok\r\n');
-    await drain(d.spoolDir, 'incoming');
+    await drain(path.join(d.spoolDir, 'incoming'));
   });
 
   test('SIGHUP with a broken routes file keeps the running rules and says why', async () => {
@@ -327,7 +316,7 @@ describe('spamtrapd daemon', () => {
       // Still serving with the old routes: ham goes to hamincoming.
       const { dataReply } = await sendMail(d.port, { from: '<s@x.example>', to: ['<ham@trap.test>'], data: 'Subject: h\r\n\r\nx\r\n' });
       assert.equal(dataReply?.code, 250);
-      assert.equal((await drain(d.spoolDir, 'hamincoming')).length, 1);
+      assert.equal((await drain(path.join(d.spoolDir, 'hamincoming'))).length, 1);
     } finally {
       fs.writeFileSync(routesFile, good);
     }

@@ -8,25 +8,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { DirQueueReader } from '../src/dirqueue';
-import { repoRoot, startDaemon, type Daemon } from './helpers/daemon';
+import { startDaemon, type Daemon } from './helpers/daemon';
 import { sendMail } from './helpers/smtp-client';
+import { repoRoot } from './helpers/paths';
+import { consume } from './helpers/queues';
 
 const run = promisify(execFile);
 
 function smtpSource(): string | null {
   const p = path.join(repoRoot(), '.tools', 'bin', 'smtp-source');
   return fs.existsSync(p) ? p : null;
-}
-
-async function consumeAll(dir: string): Promise<Buffer[]> {
-  const reader = new DirQueueReader(dir);
-  const out: Buffer[] = [];
-  for (let job = await reader.pickup(); job; job = await reader.pickup()) {
-    out.push(await job.readData());
-    await job.finish();
-  }
-  return out;
 }
 
 describe('floods', () => {
@@ -53,7 +44,7 @@ describe('floods', () => {
       { timeout: 120_000 },
     );
     assert.equal(stderr.trim(), '', 'smtp-source reported no errors');
-    const messages = await consumeAll(path.join(d.spoolDir, 'incoming'));
+    const messages = await consume(path.join(d.spoolDir, 'incoming'));
     assert.equal(messages.length, 2000);
     // smtp-source sends the same 4096-byte body (78-character lines of X, CRLF-ended) in every message, after its
     // own From/To/Date/Message-Id headers; every stored copy must carry exactly that, behind our Received header.
@@ -102,7 +93,7 @@ describe('floods', () => {
     await Promise.all(loops);
     assert.equal(d.exitCode, 0, d.logs());
     const stored = new Set(
-      (await consumeAll(path.join(d.spoolDir, 'incoming'))).map((m) => /Message-Id: <([^@]+)@flood>/.exec(m.toString('latin1'))![1]),
+      (await consume(path.join(d.spoolDir, 'incoming'))).map((m) => /Message-Id: <([^@]+)@flood>/.exec(m.toString('latin1'))![1]),
     );
     const lost = [...acked].filter((id) => !stored.has(id));
     assert.deepEqual(lost, [], `acknowledged but not stored (of ${acked.size} acked, ${sent} attempted)`);

@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { evaluateHealth } from '../src/primary/health';
-import { startDaemon, type Daemon } from './helpers/daemon';
-import { currentAcceptorPids, httpGet, waitFor } from './helpers/hardening-util';
-import { httpRequest } from './helpers/metrics-cluster';
+import { currentAcceptorPids, type Daemon, startDaemon } from './helpers/daemon';
+import { httpGet, httpRequest } from './helpers/http';
+import { waitFor } from './helpers/waiting';
 
 describe('the health rule', () => {
   const now = 100_000;

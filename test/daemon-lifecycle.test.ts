@@ -6,8 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { startDaemon, type Daemon } from './helpers/daemon';
-import { currentAcceptorPids } from './helpers/hardening-util';
+import { currentAcceptorPids, type Daemon, startDaemon } from './helpers/daemon';
 import { RawSmtp } from './helpers/smtp-client';
 
 

@@ -6,43 +6,19 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { repoRoot, startDaemon, type Daemon } from './helpers/daemon';
-import { currentAcceptorPids } from './helpers/hardening-util';
+import { currentAcceptorPids, type Daemon, startDaemon } from './helpers/daemon';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
+import { repoRoot } from './helpers/paths';
+import { httpRequest } from './helpers/http';
+import { samplesByKey } from './helpers/prometheus';
 
 const run = promisify(execFile);
 
-function get(port: number, p: string, timeoutMs = 10_000): Promise<{ status: number; body: string; ms: number }> {
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: p, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ms: performance.now() - t0 }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${p} timed out`)));
-    req.on('error', reject);
-  });
-}
-
-/** `name{labels}` -> value, for every sample line of an exposition. */
-function samples(body: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of body.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
-
 function counterTotals(body: string): Map<string, number> {
-  const s = samples(body);
+  const s = samplesByKey(body);
   return new Map([...s].filter(([k]) => /^spamtrapd_[a-z_]+(_total|_count|_sum|_bucket)(\{|$)/.test(k) && !/worker=/.test(k)));
 }
 
@@ -97,7 +73,7 @@ describe('daemon metrics', () => {
           for (const f of fs.readdirSync(path.join(dataDir, h1, h2))) bytes += fs.statSync(path.join(dataDir, h1, h2, f)).size;
     }
     await new Promise((r) => setTimeout(r, 400)); // > METRICS_PUSH_INTERVAL_MS: every acceptor has pushed
-    const s = samples((await get(d.metricsPort, '/metrics')).body);
+    const s = samplesByKey((await httpRequest(d.metricsPort, '/metrics')).body);
     assert.equal(s.get('spamtrapd_connections_total'), 47);
     assert.equal(s.get('spamtrapd_connections_active'), 0);
     assert.equal(s.get('spamtrapd_messages_accepted_total{queue="incoming"}'), 40);
@@ -128,7 +104,7 @@ describe('daemon metrics', () => {
       t.skip('promtool not installed: run scripts/install-test-deps.sh');
       return;
     }
-    const { body } = await get(d.metricsPort, '/metrics');
+    const { body } = await httpRequest(d.metricsPort, '/metrics');
     const child = execFile(promtool, ['check', 'metrics']);
     child.stdin!.end(body);
     const [code, out] = await new Promise<[number | null, string]>((resolve) => {
@@ -151,19 +127,19 @@ describe('daemon metrics', () => {
       // a loaded test machine (the image build may run beside this) can delay any single scrape.
       const times: number[] = [];
       for (let i = 0; i < 10; i++) {
-        const r = await get(d.metricsPort, '/metrics');
+        const r = await httpRequest(d.metricsPort, '/metrics');
         assert.equal(r.status, 200);
         times.push(r.ms);
       }
       assert.ok(Math.min(...times) < 100, `scrapes took ${times.map((t) => t.toFixed(0)).join(', ')} ms`);
-      assert.equal((await get(d.metricsPort, '/healthz')).status, 200);
+      assert.equal((await httpRequest(d.metricsPort, '/healthz')).status, 200);
     } finally {
       process.kill(pid, 'SIGCONT');
     }
   });
 
   test('killing an acceptor keeps every counter monotonic and counts the restart', async () => {
-    const before = counterTotals((await get(d.metricsPort, '/metrics')).body);
+    const before = counterTotals((await httpRequest(d.metricsPort, '/metrics')).body);
     const [victim] = currentAcceptorPids(d.logs());
     const listeningBefore = (d.logs().match(/ info listening /g) ?? []).length;
     process.kill(victim, 'SIGKILL');
@@ -172,7 +148,7 @@ describe('daemon metrics', () => {
     let last = before;
     let restarted = false;
     while (Date.now() < deadline) {
-      const now = counterTotals((await get(d.metricsPort, '/metrics')).body);
+      const now = counterTotals((await httpRequest(d.metricsPort, '/metrics')).body);
       scrapes++;
       for (const [k, v] of last) assert.ok((now.get(k) ?? 0) >= v, `${k} went from ${v} to ${now.get(k)}`);
       last = now;
@@ -191,7 +167,7 @@ describe('daemon metrics', () => {
       c.close();
     }
     await new Promise((r) => setTimeout(r, 400));
-    const s = samples((await get(d.metricsPort, '/metrics')).body);
+    const s = samplesByKey((await httpRequest(d.metricsPort, '/metrics')).body);
     assert.equal(s.get('spamtrapd_connections_total'), (before.get('spamtrapd_connections_total') ?? 0) + 6);
     assert.equal(s.get('spamtrapd_messages_accepted_total{queue="incoming"}'), before.get('spamtrapd_messages_accepted_total{queue="incoming"}'));
     assert.equal(s.get('spamtrapd_workers'), 2);
@@ -223,13 +199,13 @@ describe('early talkers on the real daemon', () => {
       c.close();
     }
     await new Promise((r) => setTimeout(r, 400));
-    const s = samples((await get(d.metricsPort, '/metrics')).body);
+    const s = samplesByKey((await httpRequest(d.metricsPort, '/metrics')).body);
     assert.equal(s.get('spamtrapd_early_talkers_total'), 1);
     assert.equal(s.get('spamtrapd_messages_accepted_total{queue="incoming"}'), 1);
     await d.waitForLog(/ info early_talker /);
   });
   test('spool_write_seconds times the commit, not the client: a sender that pauses 1.5 s inside DATA is not a slow disk', async () => {
-    const before = samples((await get(d.metricsPort, '/metrics')).body);
+    const before = samplesByKey((await httpRequest(d.metricsPort, '/metrics')).body);
     const c = await RawSmtp.connect(d.port);
     try {
       await c.read();
@@ -249,7 +225,7 @@ describe('early talkers on the real daemon', () => {
     const deadline = Date.now() + 5000;
     while ((after.get('spamtrapd_spool_write_seconds_count') ?? 0) <= (before.get('spamtrapd_spool_write_seconds_count') ?? 0) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
-      after = samples((await get(d.metricsPort, '/metrics')).body);
+      after = samplesByKey((await httpRequest(d.metricsPort, '/metrics')).body);
     }
     assert.equal((after.get('spamtrapd_spool_write_seconds_count') ?? 0) - (before.get('spamtrapd_spool_write_seconds_count') ?? 0), 1);
     assert.equal((after.get(key) ?? 0) - (before.get(key) ?? 0), 1, 'observed under 1 s although DATA took over 1.5 s');

@@ -7,11 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { startDaemon, type Daemon } from './helpers/daemon';
-import { currentAcceptorPids, inspectSpool, splitReceived, type StoredJob } from './helpers/hardening-util';
+import { currentAcceptorPids, type Daemon, startDaemon } from './helpers/daemon';
 import { connectRaw, expectSilentClose, proxiedMail, settledCounters, waitCounters } from './helpers/proxy-client';
 import { tlv, v1, v2, v2Local } from './helpers/proxy-headers';
 import { RawSmtp } from './helpers/smtp-client';
+import { inspectSpool, type StoredJob } from './helpers/queues';
+import { splitReceived } from './helpers/stored-message';
 
 const DEADLINE_MS = 600;
 

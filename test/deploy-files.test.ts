@@ -11,9 +11,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { repoRoot } from './helpers/daemon';
 import { loadConfigDir } from '../src/config/config-dir';
 import { findHaproxy } from './helpers/haproxy';
+import { repoRoot } from './helpers/paths';
 
 const ROOT = repoRoot();
 const UNIT = path.join(ROOT, 'deploy', 'systemd', 'spamtrapd.service');

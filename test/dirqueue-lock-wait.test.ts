@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { acquireSpoolLock, PID_FILE_NAME, SpoolLockedError } from '../src/dirqueue';
-import { deadPid, withDir } from './helpers/dirqueue-util';
+import { deadPid } from './helpers/job-fixtures';
+import { withDir } from './helpers/temp-dirs';
 
 test('a pid file naming a dead local process cannot make a start steal a lock that is still refreshed', withDir('lockwait', async (dir) => {
   const release = await acquireSpoolLock(dir, { staleMs: 2000, onCompromised: () => undefined });

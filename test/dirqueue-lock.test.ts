@@ -4,7 +4,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SpoolLockedError, acquireSpoolLock } from '../src/dirqueue';
-import { makeTmpDir, rmTmpDir, workerScript } from './helpers/dirqueue-util';
+import { workerScript } from './helpers/dirqueue-workers';
+import { makeTmpDir, rmTmpDir } from './helpers/temp-dirs';
 
 const quiet = { onCompromised: () => undefined };
 

@@ -8,7 +8,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DirQueueReader, DirQueueWriter, dirqueueHashBytes } from '../src/dirqueue';
-import { jobContent, makeTmpDir, perlModuleFound, perlModuleLib, rmTmpDir, runWorker, sha256, sharedDir } from './helpers/dirqueue-util';
+import { runWorker } from './helpers/dirqueue-workers';
+import { jobContent, sha256 } from './helpers/job-fixtures';
+import { sharedDir } from './helpers/paths';
+import { perlModuleFound, perlModuleLib } from './helpers/perl-dirqueue';
+import { makeTmpDir, rmTmpDir } from './helpers/temp-dirs';
 
 const tools = () => path.join(sharedDir(), 'tools', 'dirqueue');
 

@@ -4,7 +4,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DirQueueReader, DirQueueWriter, Job } from '../src/dirqueue';
-import { deadPid, listFiles, withDir } from './helpers/dirqueue-util';
+import { deadPid } from './helpers/job-fixtures';
+import { listFiles, withDir } from './helpers/temp-dirs';
 
 /** A queue written by hand exactly as IPC::DirQueue 1.1 would, independent of our writer. */
 function handJob(dir: string, name: string, data: string, extra = ''): string {

@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { DirQueueReader, DirQueueWriter, type DirQueueFs } from '../src/dirqueue';
-import { withDir } from './helpers/dirqueue-util';
+import { withDir } from './helpers/temp-dirs';
 
 /** fs/promises, except that every FileHandle.write takes at most 7 bytes per call. */
 const stingyFs = {

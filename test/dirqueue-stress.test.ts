@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DirQueueReader, parseControl } from '../src/dirqueue';
-import { listFiles, makeTmpDir, rmTmpDir, runWorker, sha256 } from './helpers/dirqueue-util';
+import { runWorker } from './helpers/dirqueue-workers';
+import { sha256 } from './helpers/job-fixtures';
+import { listFiles, makeTmpDir, rmTmpDir } from './helpers/temp-dirs';
 
 function parseLines(out: string): string[][] {
   return out.split('\n').filter(Boolean).map((l) => l.split(' '));

@@ -5,7 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DirQueueReader, DirQueueWriter, dataLocation, findQueueDirs, sweepSpool, sweepTmp, tmpName } from '../src/dirqueue';
 import { processStartTicks } from '../src/pid';
-import { deadPid, listFiles, withDir } from './helpers/dirqueue-util';
+import { deadPid } from './helpers/job-fixtures';
+import { listFiles, withDir } from './helpers/temp-dirs';
 
 const HOST = 'trap1';
 const OLD_S = 3600;

@@ -6,8 +6,8 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { DirQueueFs, DirQueueReader, DirQueueWriter, InvalidMetadatumError, parseControl } from '../src/dirqueue';
-import { listFiles, withDir } from './helpers/dirqueue-util';
 import { openFdCount } from './helpers/open-fds';
+import { listFiles, withDir } from './helpers/temp-dirs';
 
 const fixedClock = () => ({ sec: 1704110400, usec: 123456 });
 

@@ -10,11 +10,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
-import { freePort, repoRoot } from './helpers/daemon';
 import { sendMail } from './helpers/smtp-client';
 import { parseControl } from '../src/dirqueue';
+import { repoRoot } from './helpers/paths';
+import { freePort } from './helpers/sockets';
+import { httpRequest } from './helpers/http';
 
 const ROOT = repoRoot();
 const SCRIPT = path.join(ROOT, 'test', 'container', 'build-and-run.sh');
@@ -41,19 +42,6 @@ function unavailable(): string | null {
 function script(args: string[], timeoutMs: number): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync('bash', [SCRIPT, ...args], { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
   return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-}
-
-function get(port: number, p: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: p, timeout: 5000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${p} timed out`)));
-    req.on('error', reject);
-  });
 }
 
 /** The container as `build-and-run.sh run` reports it: name, writable root, and everything it printed. */
@@ -188,9 +176,9 @@ describe('Dockerfile', { skip: skip ?? false, timeout: 300_000 }, () => {
     });
     assert.equal(sent.dataReply?.code, 250, JSON.stringify(sent));
 
-    const health = await get(metricsPort, '/healthz');
+    const health = await httpRequest(metricsPort, '/healthz');
     assert.equal(health.status, 200, health.body);
-    const metrics = await get(metricsPort, '/metrics');
+    const metrics = await httpRequest(metricsPort, '/metrics');
     assert.equal(metrics.status, 200);
 
     const hc = script(['health', TAG, rootfs, ...testEnv], 30_000);

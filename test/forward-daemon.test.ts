@@ -11,8 +11,9 @@ import { after, describe, test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
 import { forwardQueueName } from '../src/spool-layout';
 import { startDaemon, type Daemon } from './helpers/daemon';
-import { pidAlive, sleep, waitFor } from './helpers/hardening-util';
 import { sendMail } from './helpers/smtp-client';
+import { processExists } from '../src/pid';
+import { sleep, waitFor } from './helpers/waiting';
 
 /** The internal MTA: counts the messages it was sent (DATA complete) and answers the final dot after `replyDelayMs`. */
 class Mta {
@@ -153,7 +154,7 @@ describe('the relay process in the daemon', () => {
     const killedAt = Date.now();
     // The relay's stderr is still the pipe this test reads, so its lines keep coming after the primary is gone.
     await waitFor('relay_stopping', () => new RegExp(` relay_stopping proc=relay pid=${relay} why="primary gone"`).test(d.logs()), 5000);
-    await waitFor('the relay to exit', () => !pidAlive(relay), 15_000);
+    await waitFor('the relay to exit', () => !processExists(relay), 15_000);
     assert.ok(Date.now() - killedAt < 10_000, 'within SHUTDOWN_GRACE_MS');
     await waitFor('its last lines', () => / relay_exit proc=relay /.test(d.logs()), 2000);
     const after = d.logs().slice(d.logs().indexOf(' relay_stopping '));

@@ -20,24 +20,8 @@ import { DirQueueReader, DirQueueWriter, Job, type DirQueueFs } from '../src/dir
 import { backoffMs, destinationOfQueue, ForwardRelay, reinjectDeadLetters, RelayStateStore, type ForwardRelayOptions, type JobState } from '../src/forward';
 import { createLogger } from '../src/log';
 import { expectFdsAtMost, openFdCount } from './helpers/open-fds';
-
-function repoRoot(): string {
-  for (let d = __dirname; ; d = path.dirname(d)) {
-    const pj = path.join(d, 'package.json');
-    if (fs.existsSync(pj) && (JSON.parse(fs.readFileSync(pj, 'utf8')) as { name?: string }).name === 'spamtrapd') return d;
-    if (path.dirname(d) === d) throw new Error(`no spamtrapd package.json above ${__dirname}`);
-  }
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 8000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
-}
+import { repoRoot } from './helpers/paths';
+import { sleep, waitFor } from './helpers/waiting';
 
 const tmpDirs: string[] = [];
 function makeSpool(): string {

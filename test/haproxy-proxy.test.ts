@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from './helpers/daemon';
 import { haproxyPreamble, haproxySkipReason, startHaproxy, waitServerUp, type Haproxy } from './helpers/haproxy';
-import { inspectSpool, splitReceived } from './helpers/hardening-util';
 import { proxiedMail, proxyCounters, waitCounters } from './helpers/proxy-client';
+import { inspectSpool } from './helpers/queues';
+import { splitReceived } from './helpers/stored-message';
 
 const skip = haproxySkipReason();
 if (skip) console.log(`haproxy-proxy: skipped: ${skip}`);

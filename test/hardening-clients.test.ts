@@ -7,8 +7,10 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from './helpers/daemon';
-import { inspectSpool, rejections, sleep, tmpLeftovers, waitRejections } from './helpers/hardening-util';
 import { RawSmtp } from './helpers/smtp-client';
+import { rejections, waitRejections } from './helpers/prometheus';
+import { inspectSpool, tmpLeftovers } from './helpers/queues';
+import { sleep } from './helpers/waiting';
 
 /** Connects from `localAddress` and returns the first reply line, and whether the server then closed. */
 async function firstLine(port: number, localAddress: string): Promise<{ line: string; socket: net.Socket; closed: () => boolean }> {

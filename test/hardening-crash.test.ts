@@ -7,20 +7,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { startDaemon, type Daemon } from './helpers/daemon';
-import {
-  acceptorPids,
-  dataOrphans,
-  inspectSpool,
-  pidAlive,
-  sleep,
-  splitReceived,
-  tmpLeftovers,
-  tryConnect,
-  waitFor,
-} from './helpers/hardening-util';
+import { acceptorPids, type Daemon, startDaemon } from './helpers/daemon';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
 import { parseTmpName } from '../src/dirqueue';
+import { processExists } from '../src/pid';
+import { dataOrphans, inspectSpool, tmpLeftovers } from './helpers/queues';
+import { tryConnect } from './helpers/sockets';
+import { splitReceived } from './helpers/stored-message';
+import { sleep, waitFor } from './helpers/waiting';
 
 /** A message whose every byte depends on its id, so a stored copy can be compared with what was sent. */
 function messageFor(id: string): Buffer {
@@ -138,7 +132,7 @@ describe('crashes', () => {
       await d.waitForLog(new RegExp(` info listening proc=acceptor${slot} `), 5000, listeningBefore + 1);
       const replacedAfter = Date.now() - killedAt;
       assert.ok(replacedAfter < 1000, `acceptor${slot} replaced after ${replacedAfter} ms`);
-      assert.ok(!pidAlive(victim));
+      assert.ok(!processExists(victim));
       await waitFor("the dead acceptor's tmp files are swept while the trap runs", () => !heldBy(victim), 5000);
       const ackedBefore = f.acked.size;
       await waitFor('the flood goes on after the crash', () => f.acked.size >= ackedBefore + 50, 20_000);
@@ -169,7 +163,7 @@ describe('crashes', () => {
     await d.waitForLog(new RegExp(` writer_thread_died proc=acceptor0 pid=${pid} `), 10_000);
     await d.waitForLog(new RegExp(` worker_died proc=primary pid=${pid} slot=0 code=1 `), 15_000);
     await d.waitForLog(/ info listening proc=acceptor0 /, 15_000, 2);
-    assert.ok(!pidAlive(pid), 'the process is gone, and its fds with it');
+    assert.ok(!processExists(pid), 'the process is gone, and its fds with it');
     await waitFor('its tmp files are swept at once', () => !fs.existsSync(tmpDir) || !fs.readdirSync(tmpDir).some((n) => parseTmpName(n)?.pid === pid), 5000);
     const next = await sendMail(d.port, { from: '<s@spam.example>', to: ['<trap@bait.example>'], data: 'Subject: fine\r\n\r\nx\r\n' });
     assert.equal(next.dataReply?.code, 250);
@@ -187,7 +181,7 @@ describe('crashes', () => {
     const killedAt = Date.now();
     process.kill(d.proc.pid!, 'SIGKILL');
     await d.waitExit(5000);
-    await waitFor('every acceptor exits with its primary', () => pids.every((p) => !pidAlive(p)), 5000);
+    await waitFor('every acceptor exits with its primary', () => pids.every((p) => !processExists(p)), 5000);
     await waitFor('the port refuses connections', async () => (await tryConnect(d.port)) === 'ECONNREFUSED', 5000);
 
     // The dead primary's lock is still fresh, but its pid file names a dead process on this host: a start right

@@ -18,8 +18,9 @@ import { createLogger } from '../src/log';
 import { Spool } from '../src/spool';
 import { createSessionHandlers, type TrapObserver } from '../src/smtp/session';
 import { startDaemon, type Daemon } from './helpers/daemon';
-import { inspectSpool, rejections, tmpLeftovers, waitRejections } from './helpers/hardening-util';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
+import { rejections, waitRejections } from './helpers/prometheus';
+import { inspectSpool, tmpLeftovers } from './helpers/queues';
 
 function body(n: number, size: number): string {
   const line = `${'d'.repeat(76)}\r\n`;

@@ -11,12 +11,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { parseProxyHeader } from '../src/smtp/proxy-header';
-import { startDaemon, type Daemon } from './helpers/daemon';
-import { currentAcceptorPids, inspectSpool, RECEIVED_SHAPE, rejections, sleep, splitReceived, tmpLeftovers } from './helpers/hardening-util';
+import { currentAcceptorPids, type Daemon, startDaemon } from './helpers/daemon';
 import { proxyOpening } from './helpers/proxy-arbitraries';
 import { connectRaw, proxiedMail, proxyCounters, waitCounters } from './helpers/proxy-client';
 import { v2 } from './helpers/proxy-headers';
 import { RawSmtp, sendMail, type Reply } from './helpers/smtp-client';
+import { rejections } from './helpers/prometheus';
+import { inspectSpool, tmpLeftovers } from './helpers/queues';
+import { RECEIVED_SHAPE, splitReceived } from './helpers/stored-message';
+import { sleep } from './helpers/waiting';
 
 const MAX_SIZE = 8192;
 const MAX_RCPTS = 5;

@@ -12,9 +12,11 @@ import { after, describe, test } from 'node:test';
 import { parseControl } from '../src/dirqueue';
 import { ConfigError } from '../src/errors';
 import { checkSpoolWritable, resolveRunAs, runAsEnv, runAsFromEnv } from '../src/privileges';
-import { builtRoot, Daemon, freePort } from './helpers/daemon';
-import { acceptorPids, inspectSpool } from './helpers/hardening-util';
+import { acceptorPids, Daemon } from './helpers/daemon';
 import { sendMail } from './helpers/smtp-client';
+import { builtRoot } from './helpers/paths';
+import { inspectSpool } from './helpers/queues';
+import { freePort } from './helpers/sockets';
 
 const isRoot = process.getuid?.() === 0;
 const NOBODY = { uid: 65534, gid: 65534, user: 'nobody', group: 'nogroup' };

@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot } from './helpers/daemon';
+import { repoRoot } from './helpers/paths';
 
 const ROOT = repoRoot();
 const TEST_DEPS = 'install-test-deps.sh';

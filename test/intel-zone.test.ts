@@ -10,7 +10,7 @@ import { parseCidrList } from '../src/intel/address';
 import { Listing } from '../src/intel/listing';
 import type { ListingPolicy } from '../src/intel/listing-policy';
 import { ipv6ZonePath, txtText, writeZoneFiles } from '../src/intel/zone';
-import { findRepoRoot } from './helpers/metrics-cluster';
+import { repoRoot } from './helpers/paths';
 
 const T0 = Date.UTC(2026, 10, 25, 12, 0, 0);
 const DAY = 86_400_000;
@@ -68,7 +68,7 @@ describe('rbldnsd zone files: content', () => {
 
 /** rbldnsd and dig from .tools/bin or the usual places; Debian puts rbldnsd in /usr/sbin. */
 function findTool(name: string): string | undefined {
-  const dirs = [path.join(findRepoRoot(), '.tools', 'bin'), ...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin'];
+  const dirs = [path.join(repoRoot(), '.tools', 'bin'), ...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin'];
   for (const d of dirs) {
     const p = path.join(d, name);
     try {

@@ -8,7 +8,7 @@ import {
   WorkerMetricsHandle,
   SERIES,
 } from '../src/metrics';
-import { parseExposition, Sample, sampleValue } from './helpers/metrics-cluster';
+import { parseExposition, Sample, sampleValue } from './helpers/prometheus';
 
 /** A worker registry in this process whose messages are captured instead of sent, with a pid the test chooses. */
 function fakeWorker(slot: number | string, pid: number, defaultMetrics = false) {

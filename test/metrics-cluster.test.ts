@@ -8,29 +8,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SERIES } from '../src/metrics';
-import {
-  ClusterCommand,
-  ClusterEvent,
-  findRepoRoot,
-  HELPER_ENV,
-  httpRequest,
-  parseExposition,
-  Sample,
-  sampleValue,
-} from './helpers/metrics-cluster';
+import { ClusterCommand, ClusterEvent, HELPER_ENV } from './helpers/metrics-cluster';
+import { httpRequest } from './helpers/http';
+import { repoRoot } from './helpers/paths';
+import { parseExposition, Sample, sampleValue } from './helpers/prometheus';
+import { waitForValue } from './helpers/waiting';
 
 const HELPER = path.join(__dirname, 'helpers', 'metrics-cluster.js');
 const ACCEPTED = SERIES.messagesAccepted;
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('metrics with a real cluster', { timeout: 60_000 }, () => {
   let child: ChildProcess;
@@ -70,7 +55,7 @@ describe('metrics with a real cluster', { timeout: 60_000 }, () => {
   const count = async (slot: number, n: number): Promise<void> => {
     const id = nextId++;
     send({ cmd: 'count', slot, n, id });
-    await waitFor(`count ack ${id}`, () => (events.some((e) => e.ev === 'counted' && e.id === id) ? true : undefined));
+    await waitForValue(`count ack ${id}`, () => (events.some((e) => e.ev === 'counted' && e.id === id) ? true : undefined));
   };
   const accepted = async (): Promise<number | undefined> =>
     sampleValue((await scrape()).samples, ACCEPTED, { queue: 'incoming' });
@@ -90,8 +75,8 @@ describe('metrics with a real cluster', { timeout: 60_000 }, () => {
       if (e.ev === 'started') workerPids.add(e.pid);
       if (e.ev === 'ready') port = e.port;
     });
-    await waitFor('helper ready', () => (port ? true : undefined));
-    await waitFor('both workers pushing', async () => ((await pushedBy(0)) && (await pushedBy(1)) ? true : undefined));
+    await waitForValue('helper ready', () => (port ? true : undefined));
+    await waitForValue('both workers pushing', async () => ((await pushedBy(0)) && (await pushedBy(1)) ? true : undefined));
     scraper = (async () => {
       while (scraping) {
         try {
@@ -132,14 +117,14 @@ describe('metrics with a real cluster', { timeout: 60_000 }, () => {
 
     const oldPid = startedPid(1)!;
     send({ cmd: 'kill', slot: 1 });
-    await waitFor('slot 1 exit', () =>
+    await waitForValue('slot 1 exit', () =>
       events.some((e) => e.ev === 'exited' && e.pid === oldPid && e.signal === 'SIGKILL') ? true : undefined,
     );
     // The 7 were pushed before the kill (the count was acknowledged after the push), so nothing of them is lost.
     assert.equal(await accepted(), 12);
-    const newPid = await waitFor('slot 1 replaced', () => startedPid(1, oldPid));
+    const newPid = await waitForValue('slot 1 replaced', () => startedPid(1, oldPid));
     assert.notEqual(newPid, oldPid);
-    await waitFor('new slot 1 pushing', async () => {
+    await waitForValue('new slot 1 pushing', async () => {
       const s = (await scrape()).samples;
       // A fresh process has a fresh start time; once it shows, the new incarnation's snapshot is in.
       const start = sampleValue(s, 'spamtrapd_process_start_time_seconds', { worker: '1' });
@@ -156,12 +141,12 @@ describe('metrics with a real cluster', { timeout: 60_000 }, () => {
   it('keeps the counts of a gracefully exiting worker exact (final push)', async () => {
     const oldPid = startedPid(0)!;
     send({ cmd: 'graceful', slot: 0, n: 4 });
-    await waitFor('slot 0 graceful exit', () =>
+    await waitForValue('slot 0 graceful exit', () =>
       events.some((e) => e.ev === 'exited' && e.pid === oldPid && e.code === 0) ? true : undefined,
     );
-    await waitFor('slot 0 replaced', () => startedPid(0, oldPid));
+    await waitForValue('slot 0 replaced', () => startedPid(0, oldPid));
     // The final push may arrive just after the exit event; it must then be counted, exactly once.
-    await waitFor('final push counted', async () => ((await accepted()) === 19 ? true : undefined), 3000);
+    await waitForValue('final push counted', async () => ((await accepted()) === 19 ? true : undefined), 3000);
     await new Promise((r) => setTimeout(r, 300));
     const s = (await scrape()).samples;
     assert.equal(sampleValue(s, ACCEPTED, { queue: 'incoming' }), 19);
@@ -186,14 +171,14 @@ describe('metrics with a real cluster', { timeout: 60_000 }, () => {
     const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)];
     assert.ok(median < 100, `scrape times ${times.map((t) => t.toFixed(1)).join(', ')} ms`);
     // And it recovers: pushes resume after the block.
-    await waitFor('worker 1 pushing again', async () => {
+    await waitForValue('worker 1 pushing again', async () => {
       const a = sampleValue((await scrape()).samples, SERIES.snapshotAgeSeconds, { worker: '1' });
       return a !== undefined && a < 0.5 ? true : undefined;
     }, 5000);
   });
 
   it('passes promtool check metrics on a live scrape', (t) => {
-    const root = findRepoRoot();
+    const root = repoRoot();
     // Where scripts/install-test-deps.sh puts it, also when the promtool it found was already on PATH.
     const promtool = path.join(root, '.tools', 'bin', 'promtool');
     if (!fs.existsSync(promtool)) {

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { MetricsAggregator, SERIES, startWorkerMetrics } from '../src/metrics';
-import { findRepoRoot } from './helpers/metrics-cluster';
+import { repoRoot } from './helpers/paths';
 
 interface Target {
   expr: string;
@@ -34,7 +34,7 @@ describe('Grafana dashboard', () => {
   const exposed = new Set<string>();
 
   before(async () => {
-    dash = JSON.parse(fs.readFileSync(path.join(findRepoRoot(), 'docs', 'grafana-dashboard.json'), 'utf8'));
+    dash = JSON.parse(fs.readFileSync(path.join(repoRoot(), 'docs', 'grafana-dashboard.json'), 'utf8'));
     panels = dash.panels;
     const agg = new MetricsAggregator({ queues: { scan: async () => ({ jobs: 0, oldestSeconds: null }), queues: ['incoming'] } });
     const msgs: unknown[] = [];

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { MetricsAggregator, MetricsServer, SERIES, startMetricsServer, startWorkerMetrics } from '../src/metrics';
-import { httpRequest, parseExposition, sampleValue } from './helpers/metrics-cluster';
+import { httpRequest } from './helpers/http';
+import { parseExposition, sampleValue } from './helpers/prometheus';
 
 describe('metrics HTTP endpoint', () => {
   const agg = new MetricsAggregator({ primaryProcessMetrics: false });

@@ -13,7 +13,7 @@ import {
   scanQueueDir,
   SERIES,
 } from '../src/metrics';
-import { parseExposition, sampleValue } from './helpers/metrics-cluster';
+import { parseExposition, sampleValue } from './helpers/prometheus';
 
 let tmp: string;
 before(() => {

@@ -11,8 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { DirQueueWriter } from '../src/dirqueue';
 import { runQueueCommand, type QueueCliIo } from '../src/cli/queue';
-import { builtRoot, startDaemon, type Daemon } from './helpers/daemon';
+import { startDaemon, type Daemon } from './helpers/daemon';
 import { sendMail } from './helpers/smtp-client';
+import { builtRoot } from './helpers/paths';
 
 interface Run {
   code: number;

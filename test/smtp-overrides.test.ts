@@ -20,10 +20,10 @@ import {
   type TrapServerOptions,
   type TrapSession,
 } from '../src/smtp/overrides';
-import { repoRoot } from './helpers/daemon';
 import { connectRaw } from './helpers/proxy-client';
 import { v1, v2, v2Local } from './helpers/proxy-headers';
 import { RawSmtp } from './helpers/smtp-client';
+import { repoRoot } from './helpers/paths';
 
 /**
  * sha256 of the source of each upstream method an override replaces or wraps, as of smtp-server 3.21.6.

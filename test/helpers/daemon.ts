@@ -4,42 +4,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-
-export function repoRoot(): string {
-  let dir = __dirname;
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'spamtrapd') return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no spamtrapd package.json above ${__dirname}`);
-    dir = up;
-  }
-}
-
-/** The compiled tree the tests run from (dist/ in CI, another out dir during development). */
-export function builtRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'workers', 'cli.js'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no compiled workers/cli.js above ${__dirname}`);
-    dir = up;
-  }
-  return dir;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { builtRoot } from './paths';
+import { freePort } from './sockets';
 
 export interface DaemonOptions {
   workers?: number;
@@ -182,4 +150,19 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<Daemon> {
     throw err;
   }
   return d;
+}
+
+/** slot -> pids in the order they announced `listening` (the last one is the current acceptor of that slot). */
+export function acceptorPids(logs: string): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  for (const m of logs.matchAll(/ info listening proc=acceptor(\d+) pid=(\d+)/g)) {
+    const slot = Number(m[1]);
+    out.set(slot, [...(out.get(slot) ?? []), Number(m[2])]);
+  }
+  return out;
+}
+
+/** The pid each acceptor slot runs now (the last `listening` line of the slot). */
+export function currentAcceptorPids(logs: string): number[] {
+  return [...acceptorPids(logs).values()].map((pids) => pids[pids.length - 1]);
 }

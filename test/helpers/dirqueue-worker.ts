@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { DirQueueReader, DirQueueWriter, acquireSpoolLock } from '../../src/dirqueue';
-import { jobContent, sha256 } from './dirqueue-util';
+import { jobContent, sha256 } from './job-fixtures';
 
 async function enqueue(dir: string, n: number, seed: number): Promise<void> {
   const w = new DirQueueWriter(dir);

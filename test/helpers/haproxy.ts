@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, repoRoot } from './daemon';
+import { repoRoot } from './paths';
+import { freePort } from './sockets';
 
 /** .tools/bin/haproxy (what the project's install script provides) or haproxy on PATH; null when neither runs. */
 export function findHaproxy(): string | null {

@@ -3,89 +3,9 @@
  * MetricsAggregator and the metrics HTTP server, and two workers that count, push and obey commands (count exactly,
  * block the event loop, exit gracefully). The primary replaces a worker that dies, in the same slot, as the daemon
  * will. Run with child_process.fork(); it talks to its parent over IPC.
- *
- * Also exports the small helpers the metrics tests share (repo root, exposition parser, HTTP GET).
  */
 import cluster, { Worker } from 'node:cluster';
-import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as path from 'node:path';
 import { MetricsAggregator, startMetricsServer, startWorkerMetrics } from '../../src/metrics';
-
-/** The directory holding package.json, found by walking up (tests run from dist/ in CI, build/met/ locally). */
-export function findRepoRoot(from: string = __dirname): string {
-  let dir = from;
-  for (;;) {
-    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${from}`);
-    dir = up;
-  }
-}
-
-export interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** Parses the Prometheus text format (as prom-client writes it) into samples. */
-export function parseExposition(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) throw new Error(`unparsable exposition line: ${JSON.stringify(line)}`);
-    const labels: Record<string, string> = {};
-    if (m[2]) {
-      for (const lm of m[2].matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[lm[1]!] = lm[2]!;
-    }
-    const raw = m[3]!;
-    out.push({ name: m[1]!, labels, value: raw === '+Inf' ? Infinity : raw === '-Inf' ? -Infinity : Number(raw) });
-  }
-  return out;
-}
-
-/** The single sample named `name` whose labels equal `labels` exactly; undefined if absent. */
-export function sampleValue(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
-  const want = Object.entries(labels).sort();
-  const hits = samples.filter((s) => {
-    if (s.name !== name) return false;
-    const have = Object.entries(s.labels).sort();
-    return have.length === want.length && have.every(([k, v], i) => want[i]![0] === k && want[i]![1] === v);
-  });
-  if (hits.length > 1) throw new Error(`${name} ${JSON.stringify(labels)} appears ${hits.length} times`);
-  return hits[0]?.value;
-}
-
-export interface HttpResult {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  ms: number;
-}
-
-export function httpRequest(port: number, urlPath: string, method = 'GET', timeoutMs = 5000): Promise<HttpResult> {
-  const t0 = process.hrtime.bigint();
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: urlPath, method, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body: Buffer.concat(chunks).toString('utf8'),
-          ms: Number(process.hrtime.bigint() - t0) / 1e6,
-        }),
-      );
-      res.on('error', reject);
-    });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`${method} ${urlPath} timed out`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 /** Parent -> primary. */
 export type ClusterCommand =

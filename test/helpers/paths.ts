@@ -23,3 +23,8 @@ export function builtRoot(): string {
 export function sharedDir(): string {
   return path.join(repoRoot(), '..', 'shared');
 }
+
+/** A test tool as the install scripts leave it: .tools/bin/NAME of the checkout. */
+export function toolPath(name: string): string {
+  return path.join(repoRoot(), '.tools', 'bin', name);
+}

@@ -3,9 +3,10 @@
  * expected to be closed without a reply, and the PROXY counters as scraped. Every wait is bounded.
  */
 import net from 'node:net';
-import { httpGet, sleep, waitFor } from './hardening-util';
 import { v2Local } from './proxy-headers';
 import { RawSmtp, type Reply } from './smtp-client';
+import { httpGet } from './http';
+import { sleep, waitFor } from './waiting';
 
 /** A plain socket to the trap on loopback, connected within `timeoutMs` or rejected. */
 export function connectRaw(port: number, timeoutMs = 5000): Promise<net.Socket> {
