@@ -94,10 +94,9 @@ export class DotUnstuffer {
     const limit = end - 2;
     let w = 2; // write position of the compacted payload
     let seg = 2; // start of the raw segment not yet moved to w
-    for (let p = buf.indexOf(LF, kMin - 1); p !== -1; p = buf.indexOf(LF, p + 1)) {
-      const k = p + 1;
-      if (k >= limit) break;
-      if (buf[k] !== DOT) continue;
+    // A plain loop: a native indexOf per line costs more than the bytes when lines are short.
+    for (let k = kMin; k < limit; k++) {
+      if (buf[k] !== DOT || buf[k - 1] !== LF) continue;
       if (buf[k - 2] === CR && buf[k + 1] === CR && buf[k + 2] === LF) {
         w = moveLeft(buf, w, seg, k);
         this.done = true;
