@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Worker, type TransferListItem } from 'node:worker_threads';
-import { DirQueueReader, SpoolWriterThread } from '../src/dirqueue';
+import { DirQueueReader, HIGH_WATER_BYTES, SpoolWriterThread } from '../src/dirqueue';
 import { Spool } from '../src/spool';
 
 function tree(dir: string): string[] {
@@ -125,7 +125,7 @@ describe('spool writer thread', () => {
       await t.close();
     }
     ctx.diagnostic(`at most ${spy.state.peak} bytes were posted and not yet known written`);
-    assert.ok(spy.state.peak <= HIGH_WATER + CHUNK, `${spy.state.peak} bytes were posted and not yet known written`);
+    assert.ok(spy.state.peak <= HIGH_WATER_BYTES + CHUNK, `${spy.state.peak} bytes were posted and not yet known written`);
   });
 
   test('a view crosses to the thread as its own bytes, never with the buffer it is a view of', async () => {
@@ -161,8 +161,7 @@ describe('spool writer thread', () => {
   });
 });
 
-/** The thread's in-flight bound (writer-thread.ts HIGH_WATER_BYTES), and the size of the writes that test it. */
-const HIGH_WATER = 8 * 1024 * 1024;
+/** The size of the writes that test the in-flight bound (the session writes 64 KiB blocks). */
 const CHUNK = 64 * 1024;
 
 /**

@@ -45,11 +45,6 @@ export interface JobStarter {
  */
 export const HIGH_WATER_BYTES = 8 * 1024 * 1024;
 
-export interface SpoolWriterThreadOptions {
-  /** The in-flight bound; HIGH_WATER_BYTES unless a test wants it smaller. */
-  highWaterBytes?: number;
-}
-
 /** A request waiting for room under the high-water mark (requests are posted strictly in the order sent). */
 interface Waiting {
   req: Request;
@@ -63,7 +58,6 @@ export class SpoolWriterThread {
   private worker: Worker | null = null;
   private nextId = 1;
   private readonly waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
-  private readonly highWater: number;
   /**
    * Running totals, never reset: bytes of writes posted, and of those the bytes a reply has proven written. The
    * thread applies requests in posting order, so a reply to a request proves every write posted before it.
@@ -76,10 +70,6 @@ export class SpoolWriterThread {
   /** The id of the ping awaiting its reply, or 0. */
   private pingId = 0;
 
-  constructor(opts: SpoolWriterThreadOptions = {}) {
-    this.highWater = opts.highWaterBytes ?? HIGH_WATER_BYTES;
-  }
-
   /** A JobStarter for the queue in `dir`, served by this thread. */
   queue(dir: string, opts: { hostname?: string } = {}): JobStarter {
     const absolute = path.resolve(dir);
@@ -87,11 +77,6 @@ export class SpoolWriterThread {
       begin: async (o: BeginOptions = {}) =>
         new ThreadJob(this, this.nextId++, { dir: absolute, hostname: opts.hostname, priority: o.priority, metadata: o.metadata }),
     };
-  }
-
-  /** Bytes posted and not yet proven written. */
-  get inFlightBytes(): number {
-    return this.posted - this.acked;
   }
 
   /**
@@ -128,7 +113,7 @@ export class SpoolWriterThread {
 
   private fits(bytes: number): boolean {
     const inFlight = this.posted - this.acked;
-    return bytes === 0 || inFlight === 0 || inFlight + bytes <= this.highWater;
+    return bytes === 0 || inFlight === 0 || inFlight + bytes <= HIGH_WATER_BYTES;
   }
 
   private postNow(req: Request, bytes: number, transfer: ArrayBuffer | null): void {
@@ -137,7 +122,7 @@ export class SpoolWriterThread {
     if (req.op !== 'write') this.covers.set(req.id, this.posted);
     w.postMessage(req, transfer ? [transfer] : undefined);
     // Asking before the mark is reached keeps acknowledgements coming while writes continue.
-    if (this.posted - this.acked > this.highWater / 2) this.ping();
+    if (this.posted - this.acked > HIGH_WATER_BYTES / 2) this.ping();
   }
 
   /** One ping at a time; it goes out at once (it carries no bytes), its reply proves what was posted before it. */
@@ -160,7 +145,7 @@ export class SpoolWriterThread {
       this.postNow(next.req, next.bytes, next.transfer);
       next.resolve();
     }
-    if (this.backlog.length > 0 || this.posted - this.acked > this.highWater / 2) this.ping();
+    if (this.backlog.length > 0 || this.posted - this.acked > HIGH_WATER_BYTES / 2) this.ping();
     p?.resolve(r);
   }
 
