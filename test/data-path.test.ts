@@ -1,7 +1,8 @@
 /**
  * The DATA path over the real daemon, by the shape of the message. Whatever its lines look like (every line
  * dot-stuffed, 1-byte lines, bare-LF or CR-only line ends, one 10 MB line, NUL bytes, a terminator cut anywhere),
- * a message is stored byte-exact after our Received header, un-stuffed, in time and memory linear in its bytes.
+ * a message is stored byte-exact after our Received header, un-stuffed, in time and memory linear in its bytes,
+ * over STARTTLS too.
  * Each shape runs with the writer thread and with SPOOL_FSYNC=true (the in-process writer).
  *
  * Timings are only ever compared with another measurement of the same run (the best of two tries each), never
@@ -102,11 +103,15 @@ class Watch {
   }
 }
 
-/** A connection through to the 354 of DATA. */
-async function openData(port: number, rcpts = ['trap@bait.example']): Promise<RawSmtp> {
+/** A connection through to the 354 of DATA (after STARTTLS when asked). */
+async function openData(port: number, rcpts = ['trap@bait.example'], tls = false): Promise<RawSmtp> {
   const c = await RawSmtp.connect(port);
   assert.equal((await c.read()).code, 220);
   assert.equal((await c.cmd('EHLO client.example')).code, 250);
+  if (tls) {
+    assert.equal((await c.startTls()).code, 220);
+    assert.equal((await c.cmd('EHLO client.example')).code, 250);
+  }
   assert.equal((await c.cmd('MAIL FROM:<bot@spam.example>')).code, 250);
   for (const r of rcpts) assert.equal((await c.cmd(`RCPT TO:<${r}>`)).code, 250);
   const go = await c.cmd('DATA');
@@ -215,8 +220,14 @@ async function compareWithPlain(d: Daemon, sessions: number, shape: { wire: Buff
 }
 
 /** One message on a connection of its own, written in the given pieces (each its own socket write). */
-async function sendPieces(d: Daemon, pieces: Buffer[], want: Buffer, what: string, opts: { rcpts?: string[]; jobs?: number } = {}): Promise<void> {
-  const c = await openData(d.port, opts.rcpts);
+async function sendPieces(
+  d: Daemon,
+  pieces: Buffer[],
+  want: Buffer,
+  what: string,
+  opts: { rcpts?: string[]; jobs?: number; tls?: boolean } = {},
+): Promise<void> {
+  const c = await openData(d.port, opts.rcpts, opts.tls);
   const watch = new Watch(currentAcceptorPids(d.logs()), 120_000);
   try {
     c.socket.setNoDelay(true);
@@ -282,6 +293,8 @@ for (const fsync of [false, true]) {
       // Two destinations: each copy has its own header and the whole message.
       const two = { data: repeat('..a\r\n', 400_000), want: repeat('.a\r\n', 400_000) };
       await sendPieces(d, [wire(two.data)], two.want, 'two destinations', { rcpts: ['trap@bait.example', 'copy@bait.example'], jobs: 2 });
+      // STARTTLS gives the session a parser of its own (TrapConnection._createParser): the same un-stuffing.
+      await sendPieces(d, [wire(two.data)], two.want, 'after STARTTLS', { tls: true });
     });
 
     test('a terminator cut at every byte boundary across two TCP writes ends the message where it should', { timeout: 120_000 }, async () => {
