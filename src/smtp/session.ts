@@ -308,7 +308,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
  * Bytes per queue write: what one socket read brings at most (libuv reads 64 KiB), so a fast client costs about
  * one write per read, and a session holds at most this much while gathering.
  */
-export const WRITE_BLOCK = 64 * 1024;
+const WRITE_BLOCK = 64 * 1024;
 const HAND_OVER = { handOver: true } as const;
 
 /**
