@@ -1,7 +1,9 @@
 /**
  * The spool writer thread: jobs written through it are the same IPC::DirQueue jobs the in-process writer makes
  * (the reader picks them up with their bytes and metadata), errors come back at commit with their code and leave
- * nothing behind, abort removes everything, and a large message passes the back-pressure point.
+ * nothing behind, abort removes everything, and a large message passes the back-pressure point. What crosses to the
+ * thread is only the message's bytes, moved rather than cloned, and never more than the high-water mark (plus one
+ * write) is posted and not yet known written.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -9,7 +11,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { DirQueueReader, SpoolWriterThread } from '../src/dirqueue';
+import { Worker, type TransferListItem } from 'node:worker_threads';
+import { DirQueueReader, HIGH_WATER_BYTES, SpoolWriterThread } from '../src/dirqueue';
 import { Spool } from '../src/spool';
 
 function tree(dir: string): string[] {
@@ -96,4 +99,97 @@ describe('spool writer thread', () => {
       assert.equal((await j!.readData()).toString(), 'm\r\n');
     }
   });
+
+  test('bytes in flight never exceed the high-water mark plus one write, however many jobs write at once', async (ctx) => {
+    const spy = spyOnThreadPosts();
+    const t = new SpoolWriterThread();
+    const dir = path.join(root, 'qflight');
+    const JOBS = 48;
+    const WRITES = 6;
+    const fill = (i: number, k: number) => (i * WRITES + k) % 251;
+    try {
+      const committed = await Promise.all(
+        Array.from({ length: JOBS }, async (_, i) => {
+          const job = await t.queue(dir).begin();
+          for (let k = 0; k < WRITES; k++) await job.write(Buffer.alloc(CHUNK, fill(i, k)));
+          return job.commit();
+        }),
+      );
+      for (const [i, c] of committed.entries()) {
+        const data = fs.readFileSync(c.dataPath);
+        assert.equal(data.length, WRITES * CHUNK);
+        for (let k = 0; k < WRITES; k++) assert.ok(data.subarray(k * CHUNK, (k + 1) * CHUNK).every((x) => x === fill(i, k)), `job ${i} write ${k}`);
+      }
+    } finally {
+      spy.restore();
+      await t.close();
+    }
+    ctx.diagnostic(`at most ${spy.state.peak} bytes were posted and not yet known written`);
+    assert.ok(spy.state.peak <= HIGH_WATER_BYTES + CHUNK, `${spy.state.peak} bytes were posted and not yet known written`);
+  });
+
+  test('a view crosses to the thread as its own bytes, never with the buffer it is a view of', async () => {
+    const spy = spyOnThreadPosts();
+    const t = new SpoolWriterThread();
+    try {
+      const big = Buffer.alloc(4 * 1024 * 1024, 0x61);
+      const job = await t.queue(path.join(root, 'qview')).begin();
+      await job.write(big.subarray(100, 110));
+      await job.write(Buffer.from('pooled\r\n'));
+      const c = await job.commit();
+      assert.equal(fs.readFileSync(c.dataPath).toString(), 'aaaaaaaaaapooled\r\n');
+    } finally {
+      spy.restore();
+      await t.close();
+    }
+    assert.equal(spy.state.posted, 18);
+    assert.equal(spy.state.extraBacking, 0, 'bytes beyond the view crossed to the thread');
+  });
+
+  test('a buffer handed over moves to the thread; a pooled one is copied, its pool left alone', async () => {
+    const job = await thread.queue(path.join(root, 'qmove')).begin();
+    const owned = Buffer.allocUnsafeSlow(1000).fill(0x37);
+    const pooled = Buffer.from('pooled bytes');
+    const neighbour = Buffer.from('neighbour');
+    await job.write(owned, { handOver: true });
+    await job.write(pooled, { handOver: true });
+    assert.equal(owned.length, 0, 'moved, not copied');
+    assert.equal(pooled.toString(), 'pooled bytes');
+    assert.equal(neighbour.toString(), 'neighbour');
+    const c = await job.commit();
+    assert.deepEqual(fs.readFileSync(c.dataPath), Buffer.concat([Buffer.alloc(1000, 0x37), Buffer.from('pooled bytes')]));
+  });
 });
+
+/** The size of the writes that test the in-flight bound (the session writes 64 KiB blocks). */
+const CHUNK = 64 * 1024;
+
+/**
+ * Watches what crosses to the spool thread from outside the code under test: the bytes of every write posted
+ * (and any bytes of a backing buffer beyond them), and, since the thread answers strictly in posting order, the
+ * bytes each reply proves written. `peak` is the most ever posted and not yet proven written.
+ */
+function spyOnThreadPosts() {
+  const original = Worker.prototype.postMessage;
+  const state = { posted: 0, proven: 0, peak: 0, extraBacking: 0 };
+  const covers = new Map<number, number>();
+  const hooked = new WeakSet<Worker>();
+  Worker.prototype.postMessage = function (this: Worker, msg: unknown, transfer?: readonly TransferListItem[]) {
+    if (!hooked.has(this)) {
+      hooked.add(this);
+      // Before the writer's own listener, which may post more in reply.
+      this.prependListener('message', (r: { id: number }) => {
+        const c = covers.get(r.id);
+        if (c !== undefined && c > state.proven) state.proven = c;
+      });
+    }
+    const m = msg as { op: string; id: number; chunk?: Uint8Array };
+    if (m.op === 'write' && m.chunk) {
+      state.posted += m.chunk.byteLength;
+      state.extraBacking += m.chunk.buffer.byteLength - m.chunk.byteLength;
+      state.peak = Math.max(state.peak, state.posted - state.proven);
+    } else covers.set(m.id, state.posted);
+    return original.call(this, msg, transfer);
+  };
+  return { state, restore: () => void (Worker.prototype.postMessage = original) };
+}

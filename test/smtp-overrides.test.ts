@@ -11,13 +11,16 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import {
   bracketAddressCommand,
   heloArgument,
   newSessionId,
   SMTP_SERVER_VERSION,
+  TrapConnection,
   TrapServer,
   type TrapServerOptions,
+  TrapSMTPStream,
   type TrapSession,
 } from '../src/smtp/overrides';
 import { connectRaw } from './helpers/proxy-client';
@@ -40,6 +43,7 @@ const FINGERPRINTS: Record<string, string> = {
   handler_DATA: '9eceecf35f56cecd54edca16d7d74edb8bf601d5d818f1e7b3c0cfc5acb8533e',
   send: 'c33568c0111a58b2d16786c2ffebbeef6f040c6914742bbcae1c3b3b2507efcb',
   _onClose: '097b8d221da5c5adf21bc20ebc4667a201005881d69e276868fab3452af76b9e',
+  _createParser: '64259b0d868642eaabea74e807ca1e929c3dcf2297b84816643be69725e656e7',
 };
 
 /** The same for the SMTPServer methods TrapServer replaces (the PROXY protocol) or relies on around them. */
@@ -51,9 +55,22 @@ const SERVER_FINGERPRINTS: Record<string, string> = {
   connect: '93b1653205c941e98813995a57bd35a15b6310ce4e6e49886484575067be4a7d',
 };
 
-function fingerprint(name: string, proto: object = SMTPConnection.prototype): string {
+/**
+ * The same for SMTPStream: TrapSMTPStream replaces _feedDataStream (whose rules dot-unstuff.ts reproduces) and
+ * relies on how _write hands data-mode chunks to it, and on startDataMode, _countDataBytes, _endDataMode, continue.
+ */
+const STREAM_FINGERPRINTS: Record<string, string> = {
+  _feedDataStream: '9d8b903f9a3a63542d72e19a9e2f67009a3b1107a28d57e8e7369355454ff230',
+  _write: 'a72635ce53e24b3ae76f14afc12be0e1e9e0e1a8ba5859b1cd5534ec268affb8',
+  startDataMode: '2f010f22ffb8d449c4de11685abf5be28b482db395861386804cadb829389f28',
+  _countDataBytes: '4b938ebe6c9971ebe0f2e0daeda4186b8dec4e6e908d477636c2c55fcea1dc76',
+  _endDataMode: '7de0cf3d06716328049556af82b557e9574389d4b9e42446a39bd8353d0a3564',
+  continue: 'ce5856923c797749935db9f8e291ed444dc93926a8a4c0cb354afe00fdc19eda',
+};
+
+function fingerprint(name: string, proto: object = SMTPConnection.prototype, cls = 'SMTPConnection'): string {
   const fn = (proto as Record<string, () => void>)[name];
-  assert.equal(typeof fn, 'function', `${proto === SMTPConnection.prototype ? 'SMTPConnection' : 'SMTPServer'}.prototype.${name} is gone`);
+  assert.equal(typeof fn, 'function', `${cls}.prototype.${name} is gone`);
   return crypto.createHash('sha256').update(fn.toString()).digest('hex');
 }
 
@@ -73,7 +90,7 @@ describe('smtp-server pin', () => {
 
   for (const name of Object.keys(SERVER_FINGERPRINTS)) {
     test(`upstream SMTPServer.${name} is the one the override was written against`, () => {
-      assert.equal(fingerprint(name, SMTPServer.prototype), SERVER_FINGERPRINTS[name], `smtp-server's ${name} changed: re-check overrides.ts`);
+      assert.equal(fingerprint(name, SMTPServer.prototype, 'SMTPServer'), SERVER_FINGERPRINTS[name], `smtp-server's ${name} changed: re-check overrides.ts`);
     });
   }
 
@@ -87,6 +104,21 @@ describe('smtp-server pin', () => {
   test('upstream session ids have the form newSessionId() keeps', () => {
     assert.match(SMTPServer.prototype._handleProxy.toString(), /BigInt\('0x' \+ node_crypto_1\.default\.randomBytes\(10\)\.toString\('hex'\)\)\s*\.toString\(32\)\s*\.padStart\(16, '0'\)/);
     for (let i = 0; i < 50; i++) assert.match(newSessionId(), /^[0-9a-v]{16}$/);
+  });
+
+  for (const name of Object.keys(STREAM_FINGERPRINTS)) {
+    test(`upstream SMTPStream.${name} is the one the trap's parser was written against`, () => {
+      const got = fingerprint(name, SMTPStream.prototype, 'SMTPStream');
+      assert.equal(got, STREAM_FINGERPRINTS[name], `smtp-server's SMTPStream.${name} changed: re-check TrapSMTPStream and dot-unstuff.ts`);
+    });
+  }
+
+  test('connections parse with the trap\'s parser, whose data phase is the linear one', () => {
+    const proto = TrapConnection.prototype as unknown as { _createParser(this: unknown): unknown };
+    const fake = { _server: { options: {} }, _onCommand() {}, send() {} };
+    const parser = proto._createParser.call(fake);
+    assert.ok(parser instanceof TrapSMTPStream);
+    assert.ok(Object.prototype.hasOwnProperty.call(TrapSMTPStream.prototype, '_feedDataStream'));
   });
 
   test('the 100 ms greeting hold the init() override removes is still how upstream init() works', () => {

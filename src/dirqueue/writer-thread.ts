@@ -4,7 +4,8 @@
  * about twelve libuv thread-pool round trips, and a slow disk stalls this thread, never the SMTP sessions.
  *
  * Ordering: the thread applies messages strictly in the order posted (one promise chain), so a job's writes land
- * in order and a `ping` is answered only after everything posted before it is on disk: that is the back-pressure.
+ * in order and a reply (to a commit, an abort or a `ping`) proves everything posted before it written: that is
+ * what the in-flight bound below counts on. Message bytes cross by transfer, never by clone.
  * A job's first error is latched in the thread (the writer has already removed the job's files) and reported at
  * commit, which is the only point where the SMTP session decides between 250 and 4xx anyway.
  *
@@ -17,7 +18,7 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import type { Metadata } from './control';
 import { failpoint } from '../failpoints';
 import { syncBackedFs } from './sync-fs';
-import { DirQueueWriter, type BeginOptions, type CommittedJob, type PendingJob } from './writer';
+import { DirQueueWriter, type BeginOptions, type CommittedJob, type PendingJob, type WriteOptions } from './writer';
 
 const ROLE = 'spamtrapd-spool-writer';
 
@@ -42,16 +43,41 @@ export interface JobStarter {
   begin(opts?: BeginOptions): Promise<PendingJob>;
 }
 
-/** Bytes posted to the thread but not yet known written, past which a writer waits (bounds memory under a storm). */
-const HIGH_WATER_BYTES = 8 * 1024 * 1024;
+/**
+ * Bytes posted to the thread and not yet proven written, past which writers wait (bounds memory under a storm).
+ * A write is admitted only while it fits under the mark, or when nothing is in flight, so the bytes in flight per
+ * acceptor never exceed max(HIGH_WATER_BYTES, the largest single write), however many sessions write at once.
+ */
+export const HIGH_WATER_BYTES = 8 * 1024 * 1024;
+
+/** A request waiting for room under the high-water mark (requests are posted strictly in the order sent). */
+interface Waiting {
+  req: Request;
+  bytes: number;
+  transfer: ArrayBuffer | null;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
 
 export class SpoolWriterThread {
   private worker: Worker | null = null;
   private dead: Error | null = null;
+  private closing = false;
   private nextId = 1;
   private readonly waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
-  private unacked = 0;
-  private draining: Promise<void> | null = null;
+  /**
+   * Running totals, never reset: bytes of writes posted, and of those the bytes a reply has proven written. The
+   * thread applies requests in posting order, so a reply to a request proves every write posted before it.
+   */
+  private posted = 0;
+  private acked = 0;
+  /** For each request awaiting a reply: the posted total its reply will prove written. */
+  private readonly covers = new Map<number, number>();
+  private readonly backlog: Waiting[] = [];
+  /** The id of the ping awaiting its reply, or 0. */
+  private pingId = 0;
+
+  constructor(private readonly onDeath: (err: Error) => void = () => undefined) {}
 
   /** A JobStarter for the queue in `dir`, served by this thread. */
   queue(dir: string, opts: { hostname?: string } = {}): JobStarter {
@@ -62,32 +88,32 @@ export class SpoolWriterThread {
     };
   }
 
-  constructor(private readonly onDeath: (err: Error) => void = () => undefined) {}
-
-  /** @internal */ post(req: Request): void {
-    this.start().postMessage(req);
-  }
-
-  /** @internal */ call(req: Request): Promise<Reply> {
+  /**
+   * @internal Posts `req` once it fits under the high-water mark (carrying `bytes` of message, moved by transfer),
+   * behind every request already waiting; resolves when posted.
+   */
+  send(req: Request, bytes = 0, transfer: ArrayBuffer | null = null): Promise<void> {
+    if (this.dead) return Promise.reject(this.dead);
+    if (this.backlog.length === 0 && this.fits(bytes)) {
+      this.postNow(req, bytes, transfer);
+      return Promise.resolve();
+    }
     return new Promise((resolve, reject) => {
-      this.waiting.set(req.id, { resolve, reject });
-      this.post(req);
+      this.backlog.push({ req, bytes, transfer, resolve, reject });
+      this.ping();
     });
   }
 
-  /** @internal */ async wrote(bytes: number): Promise<void> {
-    this.unacked += bytes;
-    if (this.unacked < HIGH_WATER_BYTES) return;
-    if (!this.draining) {
-      this.draining = this.call({ op: 'ping', id: this.nextId++ }).then(() => {
-        this.unacked = 0;
-        this.draining = null;
+  /** @internal Sends `req` and resolves with the thread's reply to it. */
+  call(req: Request): Promise<Reply> {
+    return new Promise((resolve, reject) => {
+      this.waiting.set(req.id, { resolve, reject });
+      this.send(req).catch((e: Error) => {
+        this.waiting.delete(req.id);
+        reject(e);
       });
-    }
-    await this.draining;
+    });
   }
-
-  private closing = false;
 
   async close(): Promise<void> {
     this.closing = true;
@@ -96,28 +122,65 @@ export class SpoolWriterThread {
     if (w) await w.terminate();
   }
 
+  private fits(bytes: number): boolean {
+    const inFlight = this.posted - this.acked;
+    return bytes === 0 || inFlight === 0 || inFlight + bytes <= HIGH_WATER_BYTES;
+  }
+
+  private postNow(req: Request, bytes: number, transfer: ArrayBuffer | null): void {
+    const w = this.start();
+    this.posted += bytes;
+    if (req.op !== 'write') this.covers.set(req.id, this.posted);
+    w.postMessage(req, transfer ? [transfer] : undefined);
+    // Asking before the mark is reached keeps acknowledgements coming while writes continue.
+    if (this.posted - this.acked > HIGH_WATER_BYTES / 2) this.ping();
+  }
+
+  /** One ping at a time; it goes out at once (it carries no bytes), its reply proves what was posted before it. */
+  private ping(): void {
+    if (this.pingId !== 0 || this.posted === this.acked) return;
+    this.pingId = this.nextId++;
+    this.postNow({ op: 'ping', id: this.pingId }, 0, null);
+  }
+
+  private onReply(r: Reply): void {
+    const covered = this.covers.get(r.id);
+    this.covers.delete(r.id);
+    if (covered !== undefined && covered > this.acked) this.acked = covered;
+    const p = this.waiting.get(r.id);
+    this.waiting.delete(r.id);
+    if (r.id === this.pingId) this.pingId = 0;
+    // Admit what now fits, oldest first; ask again while anything still waits or the mark is half reached.
+    while (this.backlog.length > 0 && this.fits(this.backlog[0].bytes)) {
+      const next = this.backlog.shift() as Waiting;
+      this.postNow(next.req, next.bytes, next.transfer);
+      next.resolve();
+    }
+    if (this.backlog.length > 0 || this.posted - this.acked > HIGH_WATER_BYTES / 2) this.ping();
+    p?.resolve(r);
+  }
+
   private start(): Worker {
     if (this.dead) throw this.dead;
     if (this.worker) return this.worker;
     const w = new Worker(__filename, { workerData: { role: ROLE } });
     // The thread never keeps a process alive by itself: acceptors wait for their own commits before exiting.
     w.unref();
-    w.on('message', (r: Reply) => {
-      const p = this.waiting.get(r.id);
-      if (!p) return;
-      this.waiting.delete(r.id);
-      p.resolve(r);
-    });
+    w.on('message', (r: Reply) => this.onReply(r));
     const failAll = (err: Error) => {
       if (this.dead) return;
-      this.dead = Object.assign(new Error(`spool writer thread failed: ${err.message}`), { code: 'EWRITERTHREAD' });
+      const dead = Object.assign(new Error(`spool writer thread failed: ${err.message}`), { code: 'EWRITERTHREAD' });
+      this.dead = dead;
       this.worker = null;
-      this.unacked = 0;
-      this.draining = null;
+      // Whatever was posted to this thread is gone with it: nothing is in flight any more.
+      this.acked = this.posted;
+      this.covers.clear();
+      this.pingId = 0;
       const pending = [...this.waiting.values()];
       this.waiting.clear();
-      for (const p of pending) p.reject(this.dead);
-      this.onDeath(this.dead);
+      for (const p of pending) p.reject(dead);
+      for (const b of this.backlog.splice(0)) b.reject(dead);
+      this.onDeath(dead);
     };
     w.on('error', failAll);
     // close() terminates the thread on purpose: that exit is not a death.
@@ -127,6 +190,16 @@ export class SpoolWriterThread {
     this.worker = w;
     return w;
   }
+}
+
+function ownsItsMemory(b: Buffer): boolean {
+  return b.buffer instanceof ArrayBuffer && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength;
+}
+
+function copyOf(b: Buffer): Buffer {
+  const c = Buffer.allocUnsafeSlow(b.length);
+  b.copy(c);
+  return c;
 }
 
 function toError(e: { message: string; code?: string }): Error {
@@ -154,11 +227,15 @@ class ThreadJob implements PendingJob {
     return this.size;
   }
 
-  write(chunk: Buffer): Promise<void> {
+  /**
+   * Posts exactly the message bytes, moved by transfer: a buffer handed over that owns its whole ArrayBuffer goes
+   * as it is, anything else as a copy made now (a view posted as is would clone its whole backing buffer).
+   */
+  write(chunk: Buffer, opts?: WriteOptions): Promise<void> {
     if (this.settled) return Promise.reject(new Error('PendingJob is already committed or aborted'));
     this.size += chunk.length;
-    this.t.post({ op: 'write', id: this.id, begin: this.takeBegin(), chunk });
-    return this.t.wrote(chunk.length);
+    const own = opts?.handOver && ownsItsMemory(chunk) ? chunk : copyOf(chunk);
+    return this.t.send({ op: 'write', id: this.id, begin: this.takeBegin(), chunk: own }, own.length, own.buffer as ArrayBuffer);
   }
 
   async commit(metadata?: Metadata): Promise<CommittedJob> {

@@ -45,8 +45,16 @@ export interface CommittedJob {
   size: number;
 }
 
+export interface WriteOptions {
+  /**
+   * The caller never touches the buffer again: a writer on another thread may take it (transfer) instead of
+   * copying it. The in-process writer ignores it.
+   */
+  handOver?: boolean;
+}
+
 export interface PendingJob {
-  write(chunk: Buffer): Promise<void>;
+  write(chunk: Buffer, opts?: WriteOptions): Promise<void>;
   /** Uses the metadata given to begin() when called without any. */
   commit(metadata?: Metadata): Promise<CommittedJob>;
   abort(): Promise<void>;

@@ -11,14 +11,18 @@
  *  - a DATA phase has an absolute deadline, and so has each command, so a slow-drip client cannot hold a session;
  *  - every reply passes one tap, so rejections are counted where they are sent;
  *  - a balancer in PROXY_FROM must begin with a PROXY header, v1 or v2 (smtp-server reads v1 only), whose client
- *    address becomes the session's; a bad header closes the connection without a reply.
+ *    address becomes the session's; a bad header closes the connection without a reply;
+ *  - the DATA phase is un-stuffed in one pass per socket chunk (dot-unstuff.ts), not one write and one
+ *    event-loop turn per dot-stuffed line, so a message costs time linear in its bytes whatever its lines are.
  */
 import crypto from 'node:crypto';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import type { ProxyRejectionReason } from '../metrics/definitions';
+import { DotUnstuffer } from './dot-unstuff';
 import { readProxyHeader } from './proxy-reader';
 
 /** The pinned smtp-server version these overrides were written against. */
@@ -138,6 +142,41 @@ function plainAddress(address: string | undefined): string {
   return (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
 }
 
+/**
+ * smtp-server's parser with the DATA phase replaced: each chunk is un-stuffed in one pass and written to the data
+ * stream as one buffer. Counting (dataBytes, sizeExceeded), drain waits and the end of DATA (upstream's
+ * _endDataMode: continue(), then the bytes after the final dot are parsed as commands) stay upstream's.
+ */
+export class TrapSMTPStream extends SMTPStream {
+  private unstuffer: DotUnstuffer | null = null;
+
+  override startDataMode(maxBytes?: number | string | null) {
+    this.unstuffer = new DotUnstuffer();
+    return super.startDataMode(maxBytes);
+  }
+
+  override _feedDataStream(chunk: Buffer, done: (err?: Error | null) => void): void {
+    const dataStream = this._dataStream!;
+    const step = (this.unstuffer as DotUnstuffer).feed(chunk);
+    this._countDataBytes(step.payload.length);
+    if (step.ended) {
+      this.unstuffer = null;
+      this._endDataMode(step.payload.length > 0 ? step.payload : false, step.rest, done);
+      return;
+    }
+    if (step.payload.length === 0 || !dataStream.writable) return done();
+    // A stream the application destroys never drains, it only closes.
+    if (dataStream.write(step.payload) || dataStream.destroyed) return done();
+    const onDrain = () => {
+      dataStream.removeListener('drain', onDrain);
+      dataStream.removeListener('close', onDrain);
+      done();
+    };
+    dataStream.once('drain', onDrain);
+    dataStream.once('close', onDrain);
+  }
+}
+
 export class TrapConnection extends SMTPConnection {
   private earlyCommand: [Buffer, Callback | undefined] | null = null;
   private dataDeadline: NodeJS.Timeout | null = null;
@@ -169,6 +208,14 @@ export class TrapConnection extends SMTPConnection {
       if (delay > 0) setTimeout(() => this.connectionReady(), delay).unref();
       else this.connectionReady();
     });
+  }
+
+  /** Upstream's _createParser with the trap's parser class. */
+  override _createParser(): SMTPStream {
+    const parser = new TrapSMTPStream({ maxCommandLength: this._server.options.maxCommandLength });
+    parser.oncommand = (command: Buffer, callback?: Callback) => this._onCommand(command, callback);
+    parser.on('error', (err: Error) => this.send(421, 'Error: ' + err.message));
+    return parser;
   }
 
   /** A command before the greeting is held until the greeting is out, then answered: the bot is captured. */

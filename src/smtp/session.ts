@@ -11,6 +11,7 @@ import type { CommittedJob, PendingJob } from '../dirqueue';
 import type { Logger } from '../log';
 import type { ProxyRejectionReason } from '../metrics/definitions';
 import type { TrapHooks, TrapSession } from './overrides';
+import { Coalescer } from './coalescer';
 import { buildReceivedHeader, cleanAddress } from './received';
 import { classifyReply, type TrapRejection } from './replies';
 import type { ReverseLookup } from './rdns';
@@ -265,19 +266,23 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
         }),
       );
     }
-    // Each copy's header goes out with the first chunk (one write, not two); an empty message gets it alone.
+    // The message goes to the queue in blocks of WRITE_BLOCK bytes, whatever the pieces smtp-server hands over;
+    // each copy's header goes out with the first block (one write, not two); an empty message gets it alone.
+    const blocks = new Coalescer(WRITE_BLOCK);
     let first = true;
     for await (const chunk of stream as Readable) {
       // Over the limit: stop writing but keep reading to the final dot, so the 552 answers the whole DATA and the
       // session stays in step (leaving the loop would destroy the stream under smtp-server mid-message).
       if (stream.sizeExceeded) continue;
-      if (first) {
+      for (const block of blocks.push(chunk as Buffer)) {
+        await writeBlock(jobs, first ? headers : null, block);
         first = false;
-        await Promise.all(jobs.map((j, i) => j.job.write(Buffer.concat([headers[i], unfoldGuard(chunk as Buffer), chunk as Buffer]))));
-      } else if (jobs.length === 1) await jobs[0].job.write(chunk as Buffer);
-      else await Promise.all(jobs.map((j) => j.job.write(chunk as Buffer)));
+      }
     }
-    if (first && !stream.sizeExceeded) await Promise.all(jobs.map((j, i) => j.job.write(headers[i])));
+    if (!stream.sizeExceeded) {
+      const last = blocks.flush();
+      if (last || first) await writeBlock(jobs, first ? headers : null, last ?? NOTHING);
+    }
     if (stream.sizeExceeded) {
       await abortAll(jobs); // smtp-server itself answers 552 (rejectOversized)
       log.info('transaction', { ...logFields, size: stream.byteLength, reply: '552 message too big' });
@@ -323,6 +328,35 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
     log.error('transaction', { ...logFields, error: e.code ?? e.message, reply: `${reply.responseCode} ${reply.message}`, kept_unsynced: visible });
     throw reply;
   }
+}
+
+/**
+ * Bytes per queue write: what one socket read brings at most (libuv reads 64 KiB), so a fast client costs about
+ * one write per read, and a session holds at most this much while gathering.
+ */
+const WRITE_BLOCK = 64 * 1024;
+const HAND_OVER = { handOver: true } as const;
+
+/**
+ * One block to every copy of the message. The first block carries each copy's Received header and the unfold
+ * guard in front. A writer may take the buffer it is handed (the writer thread moves it), so with several copies
+ * every copy but the last is handed the block without giving it away, and is copied.
+ */
+async function writeBlock(jobs: Array<{ job: PendingJob }>, headers: Buffer[] | null, block: Buffer): Promise<void> {
+  if (headers) {
+    const guard = unfoldGuard(block);
+    await Promise.all(jobs.map((j, i) => j.job.write(joined(headers[i], guard, block), HAND_OVER)));
+  } else if (jobs.length === 1) await jobs[0].job.write(block, HAND_OVER);
+  else await Promise.all(jobs.map((j, i) => j.job.write(block, i === jobs.length - 1 ? HAND_OVER : undefined)));
+}
+
+/** a + b + c in a buffer of its own. */
+function joined(a: Buffer, b: Buffer, c: Buffer): Buffer {
+  const out = Buffer.allocUnsafeSlow(a.length + b.length + c.length);
+  a.copy(out, 0);
+  b.copy(out, a.length);
+  c.copy(out, a.length + b.length);
+  return out;
 }
 
 const UNFOLD_GUARD = Buffer.from('X-Spamtrapd-Note: message began with white space\r\n');

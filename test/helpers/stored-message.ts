@@ -16,6 +16,10 @@ export function splitReceived(data: Buffer): { received: string; unfolded: strin
   return { received, unfolded: received.slice(0, -2).replace(/\r\n(?=[ \t])/g, ''), rest: data.subarray(end + 2) };
 }
 
-/** The shape of our header once unfolded: one field, every part in place, the date last. */
+/**
+ * The shape of our header once unfolded: one field, every part in place, the date last. White space is SP or TAB,
+ * the only kinds the header has: `\s` would also take the byte 0xA0 that splitReceived's latin1 decoding makes of
+ * UTF-8 (U+05E0 is D7 A0), and reject a well-formed header with such a character in an address.
+ */
 export const RECEIVED_SHAPE =
-  /^Received: from [^\r\n]* \(\S+ \[[^\]\s]+\]\)\s+by \S+ \(spamtrapd\/\S+\)\s+with E?SMTPS? ident=unknown\s+MAIL_FROM=<[^\s<>]*>(\s+RCPT_TO=<[^\s<>,;]*>(,<[^\s<>,;]*>)*)+\s*; (Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d \+0000$/;
+  /^Received: from [^\r\n]* \([^ \t]+ \[[^\] \t]+\]\)[ \t]+by [^ \t]+ \(spamtrapd\/[^ \t]+\)[ \t]+with E?SMTPS? ident=unknown[ \t]+MAIL_FROM=<[^ \t<>]*>([ \t]+RCPT_TO=<[^ \t<>,;]*>(,<[^ \t<>,;]*>)*)+[ \t]*; (Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d \+0000$/;
