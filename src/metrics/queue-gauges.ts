@@ -1,6 +1,6 @@
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import client, { Registry } from 'prom-client';
+import { forEachName } from '../dirqueue/dir-stream';
 import { SERIES } from './definitions';
 
 export interface QueueScanResult {
@@ -25,27 +25,20 @@ export function parseStampSeconds(stamp: string): number {
 /**
  * Counts the jobs of `dir`/queue and finds the oldest by its STAMP. Names sort by priority first, so the first sorted
  * name is the oldest only within one priority: the minimum STAMP over all names is taken instead. Fixed-width digit
- * strings compare like the numbers they spell, so no parsing happens per name; one readdir and no stat or read per job
- * keeps this cheap enough for a million jobs every few seconds.
+ * strings compare like the numbers they spell, so no parsing happens per name. One streamed pass, no sort, no stat
+ * or read per job: memory stays flat however deep the queue is (queue/ is created by the first enqueue, so a
+ * missing one is simply empty).
  */
 export async function scanQueueDir(dir: string): Promise<QueueScanResult> {
-  let names: string[];
-  try {
-    names = await fsp.readdir(path.join(dir, 'queue'));
-  } catch (err) {
-    // queue/ is created by the first enqueue, so a queue nobody has written to yet is simply empty.
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { jobs: 0, oldestSeconds: null };
-    throw err;
-  }
   let jobs = 0;
   let minStamp: string | undefined;
-  for (const name of names) {
+  await forEachName(path.join(dir, 'queue'), (name) => {
     const m = JOB_NAME.exec(name);
-    if (!m) continue;
+    if (!m) return;
     jobs++;
     const stamp = m[1]!;
     if (minStamp === undefined || stamp < minStamp) minStamp = stamp;
-  }
+  });
   return { jobs, oldestSeconds: minStamp === undefined ? null : parseStampSeconds(minStamp) };
 }
 
