@@ -11,7 +11,7 @@ export interface DirStreamOptions {
   bufferSize?: number;
 }
 
-/** 1024 names take ~0.7 ms to read on tmpfs: short enough to keep the event loop responsive, long enough to be cheap. */
+/** 1024 names take about a millisecond to read: short enough to keep the event loop responsive, long enough to be cheap. */
 export const DEFAULT_BATCH_SIZE = 1024;
 const DEFAULT_BUFFER_SIZE = 256;
 

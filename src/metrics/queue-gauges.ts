@@ -51,7 +51,7 @@ export const DEFAULT_QUEUE_SCAN_INTERVAL_MS = 5000;
 
 /**
  * Scans start at least this many times their own duration apart, so that they take at most 1/50 = 2 % of a core
- * however deep the queues are (one scan of 1M names costs ~0.7 s of CPU: every 5 s that would be 14 %).
+ * however deep the queues are (one scan of 1M names costs 0.7-1.2 s of CPU: every 5 s that would be 14-25 %).
  */
 export const SCAN_DUTY_FACTOR = 50;
 
