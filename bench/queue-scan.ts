@@ -203,7 +203,7 @@ async function runDaemon(spool: string, jobs: number, seconds: number): Promise<
     let port = 0;
     while (!port) {
       if (proc.exitCode !== null) throw new Error(`daemon exited:\n${logs}`);
-      port = Number(/ info metrics .*port=(\d+)/.exec(logs)?.[1] ?? 0);
+      port = Number(/ info metrics [^\n]*port=(\d+)\n/.exec(logs)?.[1] ?? 0); // a whole line: output arrives in chunks
       await sleep(50);
     }
     const counted = new RegExp(`^spamtrapd_queue_jobs\\{queue="incoming"\\} ${jobs}$`, 'm');
