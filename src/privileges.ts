@@ -138,6 +138,9 @@ export function runAsFromEnv(env: NodeJS.ProcessEnv = process.env): RunAsTarget 
   return { uid: Number(m[1]), gid: Number(m[2]), user: m[3], group: m[4] };
 }
 
+/** Subdirectories of a queue directory that hold files only, never directories. */
+const FILES_ONLY = new Set(['queue', 'active', 'tmp']);
+
 /**
  * Whether `target` can create files in the spool and in every queue directory already there (tmp/, queue/,
  * data/ and below): asked of the kernel by a short child process running as that user, so ACLs, read-only mounts
@@ -158,8 +161,9 @@ export function checkSpoolWritable(spoolDir: string, target: RunAsTarget): void 
       if (!e.isDirectory() || e.name.startsWith('.')) continue;
       const p = path.join(d, e.name);
       dirs.push(p);
-      // queue dir (1) / tmp|queue|active|data (2) / H1 (3) / H2 (4)
-      if (depth < 4) walk(p, depth + 1);
+      // queue dir (1) / tmp|queue|active|data (2) / H1 (3) / H2 (4). queue/, active/ and tmp/ hold only files
+      // (docs/dirqueue.md), and queue/ one per waiting job: listing it would cost the whole queue in memory.
+      if (depth < 4 && !(depth === 2 && FILES_ONLY.has(e.name))) walk(p, depth + 1);
     }
   };
   walk(spoolDir, 1);

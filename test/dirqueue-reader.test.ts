@@ -157,3 +157,50 @@ test(
     assert.equal(await r.pickup(), null);
   }),
 );
+
+test(
+  'the eligible option: pickup passes over refused jobs without locking them, list reports only eligible ones',
+  withDir('eligible', async (dir) => {
+    const names = ['10.20240101120000000001.AAAA', '50.20240101120000000001.AAAA', '50.20240101120000000002.AAAA'];
+    for (const n of names) handJob(dir, n, n);
+    const refused = new Set([names[0], names[1]]);
+    const r = new DirQueueReader(dir, { eligible: (n) => !refused.has(n) });
+    assert.deepEqual(await r.list(), [names[2]]);
+    const job = (await r.pickup()) as Job;
+    assert.equal(job.jobId, names[2]);
+    assert.deepEqual(fs.readdirSync(path.join(dir, 'active')), [names[2]], 'refused jobs were not locked');
+    assert.equal(await r.pickup(), null);
+    refused.delete(names[0]);
+    assert.equal(((await r.pickup()) as Job).jobId, names[0], 'eligibility is asked afresh on every pickup');
+    const all: string[] = [];
+    await r.visitAll((j) => void all.push(j.jobId));
+    assert.deepEqual(all, names, 'visitAll is not narrowed');
+  }),
+);
+
+test(
+  'a subclass that narrows list() still narrows pickup (how the relay filtered before the eligible option)',
+  withDir('narrowed', async (dir) => {
+    const names = ['50.20240101120000000001.AAAA', '50.20240101120000000002.AAAA'];
+    for (const n of names) handJob(dir, n, n);
+    class Narrowed extends DirQueueReader {
+      override async list(): Promise<string[]> {
+        return (await super.list()).filter((n) => n !== names[0]);
+      }
+    }
+    assert.equal(((await new Narrowed(dir).pickup()) as Job).jobId, names[1]);
+  }),
+);
+
+test(
+  'readJob reads one job as visitAll would, and only a plain queue/ entry',
+  withDir('readjob', async (dir) => {
+    const n = '50.20240101120000000001.AAAA';
+    handJob(dir, n, 'x', 'k: v\n');
+    const r = new DirQueueReader(dir, { warn: () => undefined });
+    const job = (await r.readJob(n)) as Job;
+    assert.equal(job.readOnly, true);
+    assert.deepEqual({ ...job.metadata }, { k: 'v' });
+    for (const bad of ['50.20240101120000000009.AAAA', 'README', `5/../${n}`, '']) assert.equal(await r.readJob(bad), null, bad);
+  }),
+);

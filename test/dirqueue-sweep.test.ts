@@ -103,6 +103,25 @@ test(
 );
 
 test(
+  'an orphan under a name of neither form is still found by inode among thousands of data files',
+  withDir('sw-orphan-odd', async (dir) => {
+    const base = '50.20240101120000000005.DNjkw';
+    const hdir = path.join(dir, 'data', 'k', 'w');
+    fs.mkdirSync(hdir, { recursive: true });
+    const others = Array.from({ length: 3000 }, (_, i) => `50.2024010112${String(i).padStart(10, '0')}.DNj`);
+    fs.writeFileSync(path.join(hdir, others[0]!), 'other jobs');
+    for (const n of others.slice(1)) fs.linkSync(path.join(hdir, others[0]!), path.join(hdir, n));
+    const c = new Crash(dir, base, deadPid());
+    c.data();
+    c.linkData('renamed-by-hand');
+    const s = await sweepTmp(dir, opts);
+    assert.equal(s.orphansRemoved, 1);
+    assert.equal(fs.existsSync(path.join(hdir, 'renamed-by-hand')), false);
+    assert.equal(fs.readdirSync(hdir).length, 3000);
+  }),
+);
+
+test(
   'crash after the queue link, before the tmp unlinks: committed job kept and pickable',
   withDir('sw-committed', async (dir) => {
     const c = new Crash(dir, '50.20240101120000000004.DNjkw', deadPid());

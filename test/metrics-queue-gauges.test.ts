@@ -10,9 +10,11 @@ import {
   parseStampSeconds,
   QueueGauges,
   QueueScanResult,
+  scanPeriodMs,
   scanQueueDir,
   SERIES,
 } from '../src/metrics';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseExposition, sampleValue } from './helpers/prometheus';
 
 let tmp: string;
@@ -167,5 +169,44 @@ describe('QueueGauges', () => {
     assert.equal(sampleValue(s, SERIES.queueOldestSeconds, { queue: 'incoming' }), 40);
     assert.equal(sampleValue(s, SERIES.queueJobs, { queue: 'deadletter' }), 1);
     assert.equal(sampleValue(s, SERIES.queueOldestSeconds, { queue: 'deadletter' }), 5);
+  });
+
+  it('scans every interval while scans are quick, and stretches the period to 50 times a slow scan', async () => {
+    assert.equal(scanPeriodMs(5000, 20), 5000);
+    assert.equal(scanPeriodMs(5000, 700), 35_000, 'a 0.7 s scan of 1M names runs every 35 s: 2 % of the time');
+
+    let scans = 0;
+    let scanMs = 0;
+    const mono = { t: 0 };
+    const qg = new QueueGauges({
+      registry: new Registry(),
+      queues: ['incoming'],
+      scanIntervalMs: 50,
+      monotonicNow: () => mono.t,
+      scan: async () => {
+        scans++;
+        mono.t += scanMs; // the scan's duration as its timer sees it; no real waiting, so a busy machine cannot skew it
+        return { jobs: scans, oldestSeconds: null };
+      },
+    });
+    qg.start();
+    await sleep(600);
+    assert.ok(scans >= 3, `quick scans follow the interval: ${scans} in 600 ms`);
+    assert.deepEqual(qg.scanTiming(), { lastScanMs: 0, periodMs: 50 });
+
+    scanMs = 40; // 50 x 40 ms = 2 s between scan starts
+    while (qg.scanTiming().lastScanMs !== 40) await sleep(10);
+    const atSlow = scans;
+    assert.deepEqual(qg.scanTiming(), { lastScanMs: 40, periodMs: 2000 });
+    await sleep(1000);
+    assert.ok(scans - atSlow <= 1, `slow scans are spaced out: ${scans - atSlow} more in 1 s`);
+    assert.equal(qg.values().get('incoming')!.jobs, scans, 'the last scan still set the count');
+
+    qg.stop();
+    const atStop = scans;
+    qg.start();
+    qg.stop();
+    await sleep(200);
+    assert.ok(scans - atStop <= 1, 'stop() ends the loop, even right after a restart');
   });
 });

@@ -105,6 +105,22 @@ describe('spamtrapd queue (writer-made queues)', () => {
     assert.ok(!Number.isNaN(Date.parse(doc.jobs[0].submitted)));
   });
 
+  it('list --limit N prints the N first in pickup order (priority, then age); show looks up only plain job names', async () => {
+    const w = new DirQueueWriter(path.join(spool, 'prio'), { hostname: 'trap1' });
+    const made: string[] = [];
+    for (const priority of [99, 50, 0, 50, 10]) made.push((await w.enqueueStream([Buffer.from('x')], {}, { priority })).jobId);
+    const inOrder = [...made].sort();
+    assert.deepEqual(json(await run(spool, ['list', 'prio', '--json'])).jobs.map((j: any) => j.id), inOrder);
+    for (const n of [0, 1, 3, 5, 9]) {
+      assert.deepEqual(json(await run(spool, ['list', 'prio', '--limit', String(n), '--json'])).jobs.map((j: any) => j.id), inOrder.slice(0, n));
+    }
+    assert.equal((await run(spool, ['stats', 'prio', '--json'])).code, 0);
+    assert.equal(json(await run(spool, ['stats', 'prio', '--json'])).queues[0].jobs, 5);
+    // An id that walks out of queue/ must not be read, even though it names an existing control file.
+    assert.equal((await run(spool, ['show', 'prio', `0/../../../incoming/queue/${ids[0]}`])).code, 1);
+    fs.rmSync(path.join(spool, 'prio'), { recursive: true });
+  });
+
   it('show: finds a job in any queue or the one named; --data adds the message; JSON too', async () => {
     const r = await run(spool, ['show', ids[1]]);
     assert.equal(r.code, 0, r.err);

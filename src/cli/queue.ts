@@ -114,9 +114,8 @@ export async function runQueueCommand(
         if (Number.isNaN(limit)) throw new UsageError('--limit takes a whole number');
         const jobs: ReturnType<typeof jobSummary>[] = [];
         const reader = new DirQueueReader(await existingQueueDir(spool, args[0]), { warn: () => undefined });
-        await reader.visitAll((job) => {
-          if (jobs.length < limit) jobs.push(jobSummary(job));
-        });
+        // With --limit the walk stops at the N oldest and keeps only about N names in memory.
+        await reader.visitAll((job) => void jobs.push(jobSummary(job)), { limit });
         print(
           jobs
             .map((j) => `${j.id}  ${j.size}  ${j.submitted}  from=${j.metadata.mail_from ?? '-'}  to=${j.metadata.rcpt_to ?? '-'}${j.active ? '  (active)' : ''}\n`)
@@ -130,13 +129,9 @@ export async function runQueueCommand(
         const id = args[args.length - 1];
         const queues = args.length === 2 ? [args[0]] : await queueNames(spool);
         for (const q of queues) {
-          let found: Job | null = null;
           const dir = args.length === 2 ? await existingQueueDir(spool, q) : queueDir(spool, q);
-          await new DirQueueReader(dir, { warn: () => undefined }).visitAll((job) => {
-            if (job.jobId === id) found = job;
-          });
-          if (found) {
-            const job: Job = found;
+          const job = await new DirQueueReader(dir, { warn: () => undefined }).readJob(id);
+          if (job) {
             const data = values.data ? (await job.readData()).toString('latin1') : undefined;
             const s = jobSummary(job);
             print(
@@ -212,13 +207,17 @@ async function stats(
     let bytes = 0;
     let oldest: number | null = null;
     const now = Date.now() / 1000;
-    await new DirQueueReader(dir, { warn: () => undefined }).visitAll((job) => {
-      jobs++;
-      bytes += job.size;
-      const t = job.submittedSecs + job.submittedUsecs / 1e6;
-      if (oldest === null || t < oldest) oldest = t;
-      if (io.stderr.isTTY && jobs % every === 0) io.stderr.write(`\r${q}: ${jobs} jobs read...`);
-    });
+    // Totals need no order: one pass over queue/ in directory order.
+    await new DirQueueReader(dir, { warn: () => undefined }).visitAll(
+      (job) => {
+        jobs++;
+        bytes += job.size;
+        const t = job.submittedSecs + job.submittedUsecs / 1e6;
+        if (oldest === null || t < oldest) oldest = t;
+        if (io.stderr.isTTY && jobs % every === 0) io.stderr.write(`\r${q}: ${jobs} jobs read...`);
+      },
+      { ordered: false },
+    );
     if (io.stderr.isTTY && jobs >= every) io.stderr.write('\r\x1b[K');
     rows.push({ queue: q, jobs, bytes, oldest_seconds: oldest === null ? null : Math.max(0, Math.round(now - oldest)) });
   }

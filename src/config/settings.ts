@@ -238,7 +238,7 @@ export const SETTINGS = [
   setting('DATA_TIMEOUT_MS', 'dataTimeoutMs', int(120000, 1000, DAY_MS), 'Absolute limit on the DATA phase, in ms.'),
   setting('SHUTDOWN_GRACE_MS', 'shutdownGraceMs', int(10000, 0, 3_600_000), 'On SIGTERM, how long sessions inside DATA may take to finish, in ms.'),
   setting('SPOOL_SWEEP_MIN_AGE_MS', 'spoolSweepMinAgeMs', int(60000, 0, DAY_MS), "tmp/ leftovers of writers this trap did not start are removed only once this old, in ms (its own dead acceptors' at once)."),
-  setting('QUEUE_SCAN_INTERVAL_MS', 'queueScanIntervalMs', int(5000, 100, 3_600_000), 'How often queue sizes are re-counted from disk for metrics, in ms.'),
+  setting('QUEUE_SCAN_INTERVAL_MS', 'queueScanIntervalMs', int(5000, 100, 3_600_000), 'How often queue sizes are re-counted from disk for metrics, in ms; a slow scan stretches the period to 50 times its duration (docs/metrics.md).'),
   setting('RUN_AS', 'runAs', runAs, 'Switch to this account after binding the port: user or user:group (names or numeric ids); empty = stay.'),
   setting('FORWARD_RETRY_BASE_MS', 'forwardRetryBaseMs', int(30000, 100, DAY_MS), 'Forward destinations (config/routes): delay before the first retry, in ms; later retries wait longer.'),
   setting('FORWARD_RETRY_MAX_MS', 'forwardRetryMaxMs', int(3600000, 100, 7 * DAY_MS), 'Longest delay between forward retries, in ms.'),

@@ -5,3 +5,5 @@ export * from './reader';
 export * from './sweep';
 export * from './instance-lock';
 export * from './writer-thread';
+export * from './dir-stream';
+export * from './sorted-names';

@@ -105,9 +105,26 @@ export function isJobName(name: string): boolean {
   return /^\d/.test(name);
 }
 
-/** Perl's `sort`: byte order. JS string order differs from UTF-8 byte order for astral characters. */
-export function compareNames(a: string, b: string): number {
+function compareUtf8Bytes(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+/**
+ * Perl's `sort`: UTF-8 byte order. Below U+D800 a UTF-16 code unit sorts as its UTF-8 bytes do, so names that first
+ * differ there (every ASCII name) are compared in place; a surrogate or U+E000..U+FFFF, where the two orders part,
+ * falls back to comparing the encoded bytes. No allocation on the fast path: a deep queue's walk compares millions.
+ */
+export function compareNames(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    return x < 0xd800 && y < 0xd800 ? x - y : compareUtf8Bytes(a, b);
+  }
+  if (a.length === b.length) return 0;
+  // A prefix ending in a lone surrogate encodes as U+FFFD, which can outsort what the longer name continues with.
+  return n > 0 && a.charCodeAt(n - 1) >= 0xd800 ? compareUtf8Bytes(a, b) : a.length - b.length;
 }
 
 export function sortNames(names: Iterable<string>): string[] {

@@ -8,15 +8,34 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { parseControl, ParsedControl } from './control';
+import { dirNameBatches } from './dir-stream';
 import { isJobName, sortNames } from './names';
+import { sortedNames } from './sorted-names';
 
 /** IPC::DirQueue's active_file_lifetime. */
 export const ACTIVE_FILE_LIFETIME_S = 600;
+
+/** pickup() rarely needs more than the first few names: a small page keeps its one pass light. */
+const PICKUP_PAGE_SIZE = 1024;
+/** A walk of every job costs jobs / page passes over queue/; 16384 names (~1.5 MB) make 1M jobs 62 passes. */
+const VISIT_PAGE_SIZE = 16384;
 
 export interface DirQueueReaderOptions {
   hostname?: string;
   /** Where IPC::DirQueue would `warn`; defaults to process.emitWarning. */
   warn?: (msg: string) => void;
+  /**
+   * Jobs pickup() may take (and list() reports): names it refuses are passed over while queue/ is streamed, without
+   * a lock or a read, and take no room in the page of names kept. The relay uses it for jobs still backing off.
+   */
+  eligible?: (name: string) => boolean;
+}
+
+export interface VisitOptions {
+  /** false: directory order, one pass over queue/ (for totals that need no order). Default true: byte order. */
+  ordered?: boolean;
+  /** Stop after this many jobs were visited; an ordered walk then keeps only about that many names. */
+  limit?: number;
 }
 
 export interface QueueStats {
@@ -135,6 +154,7 @@ export class DirQueueReader {
   readonly dir: string;
   readonly hostname: string;
   private readonly warn: (msg: string) => void;
+  private readonly pickable: (name: string) => boolean;
   private readonly ensured = new Set<string>();
 
   constructor(dir: string, opts: DirQueueReaderOptions = {}) {
@@ -142,76 +162,121 @@ export class DirQueueReader {
     this.dir = dir;
     this.hostname = opts.hostname ?? os.hostname();
     this.warn = opts.warn ?? ((msg) => process.emitWarning(msg, 'DirQueueWarning'));
+    const eligible = opts.eligible;
+    this.pickable = eligible ? (name) => isJobName(name) && eligible(name) : isJobName;
   }
 
   private sub(name: 'queue' | 'active' | 'tmp'): string {
     return path.join(this.dir, name);
   }
 
-  /** Job names in pickup order (byte order; entries not starting with a digit are not jobs). */
+  /**
+   * Job names in pickup order (byte order; entries not starting with a digit are not jobs), all in one array: for
+   * small queues and tests. pickup(), visitAll() and stats() stream queue/ instead and hold a bounded page of names.
+   */
   async list(): Promise<string[]> {
-    let names: string[];
-    try {
-      names = await fsp.readdir(this.sub('queue'));
-    } catch (e) {
-      if (errCode(e) === 'ENOENT') return [];
-      throw e;
+    const names: string[] = [];
+    for await (const batch of dirNameBatches(this.sub('queue'))) {
+      for (const name of batch) if (this.pickable(name)) names.push(name);
     }
-    return sortNames(names.filter(isJobName));
+    return sortNames(names);
   }
 
   /**
-   * Counts jobs in queue/ (active ones included) and sums their QDSB. Cost: a readdir plus one read of every control
-   * file, so O(jobs) file opens: meant for occasional checks, not for every metrics scrape.
+   * Counts jobs in queue/ (active ones included) and sums their QDSB. Cost: one streamed pass plus one read of every
+   * control file, so O(jobs) file opens: meant for occasional checks, not for every metrics scrape.
    */
   async stats(): Promise<QueueStats> {
     const out: QueueStats = { jobs: 0, bytes: 0, oldestSeconds: null };
     let oldest = Infinity;
-    for (const name of await this.list()) {
-      const buf = await readIfExists(path.join(this.sub('queue'), name));
-      if (!buf) continue;
-      const f = parseControl(buf).fields;
-      out.jobs++;
-      const size = Number(f['QDSB']);
-      if (Number.isFinite(size)) out.bytes += size;
-      const t = Number(f['QSTT']) + Number(f['QSTM'] ?? 0) / 1e6;
-      if (Number.isFinite(t)) oldest = Math.min(oldest, t);
+    for await (const batch of dirNameBatches(this.sub('queue'))) {
+      for (const name of batch) {
+        if (!isJobName(name)) continue;
+        const buf = await readIfExists(path.join(this.sub('queue'), name));
+        if (!buf) continue;
+        const f = parseControl(buf).fields;
+        out.jobs++;
+        const size = Number(f['QDSB']);
+        if (Number.isFinite(size)) out.bytes += size;
+        const t = Number(f['QSTT']) + Number(f['QSTM'] ?? 0) / 1e6;
+        if (Number.isFinite(t)) oldest = Math.min(oldest, t);
+      }
     }
     if (oldest !== Infinity) out.oldestSeconds = Math.max(0, Date.now() / 1000 - oldest);
     return out;
   }
 
-  /** visit_all_jobs: no locking; jobs whose data file is missing are skipped with IPC::DirQueue's warning. */
-  async visitAll(cb: (job: Job) => void | Promise<void>): Promise<void> {
-    for (const name of await this.list()) {
-      const queuePath = path.join(this.sub('queue'), name);
-      if (!(await isFile(queuePath))) continue;
-      const activePath = path.join(this.sub('active'), name);
-      const lock = (await readIfExists(activePath).catch(() => null))?.toString('utf8').split('\n');
-      const buf = await readIfExists(queuePath);
-      if (!buf) continue;
-      const parsed = parseControl(buf);
-      if (!(await this.dataUsable(parsed))) {
-        this.warn(`IPC::DirQueue: cannot read control file: ${queuePath}`);
-        continue;
-      }
-      const job = new Job(
-        { jobId: name, queuePath, activePath, readOnly: true, activeHost: lock ? chompLine(lock[0]) : null, activePid: lock ? chompLine(lock[1]) : null },
-        parsed,
-        this.warn,
-      );
+  /**
+   * visit_all_jobs: no locking; jobs whose data file is missing are skipped with IPC::DirQueue's warning. Byte order
+   * unless told otherwise; memory stays bounded however many jobs there are.
+   */
+  async visitAll(cb: (job: Job) => void | Promise<void>, opts: VisitOptions = {}): Promise<void> {
+    const limit = opts.limit ?? Infinity;
+    if (limit <= 0) return;
+    let visited = 0;
+    for await (const name of this.visitOrder(opts.ordered ?? true, limit)) {
+      const job = await this.readJob(name);
+      if (!job) continue;
       await cb(job);
+      if (++visited >= limit) return;
+    }
+  }
+
+  /**
+   * One job as visitAll() would hand it over (read-only, with its active/ lock owner), or null when `name` is not a
+   * queued job or its data file is missing (warned, as visit_all_jobs does).
+   */
+  async readJob(name: string): Promise<Job | null> {
+    // Names come from users too (the queue CLI's show): nothing but a plain entry of queue/ is looked up.
+    if (!isJobName(name) || name.includes('/') || name.includes('\0')) return null;
+    const queuePath = path.join(this.sub('queue'), name);
+    if (!(await isFile(queuePath))) return null;
+    const activePath = path.join(this.sub('active'), name);
+    const lock = (await readIfExists(activePath).catch(() => null))?.toString('utf8').split('\n');
+    const buf = await readIfExists(queuePath);
+    if (!buf) return null;
+    const parsed = parseControl(buf);
+    if (!(await this.dataUsable(parsed))) {
+      this.warn(`IPC::DirQueue: cannot read control file: ${queuePath}`);
+      return null;
+    }
+    return new Job(
+      { jobId: name, queuePath, activePath, readOnly: true, activeHost: lock ? chompLine(lock[0]) : null, activePid: lock ? chompLine(lock[1]) : null },
+      parsed,
+      this.warn,
+    );
+  }
+
+  private async *visitOrder(ordered: boolean, limit: number): AsyncGenerator<string, void, undefined> {
+    if (ordered) {
+      // A few more than the limit, so that a job or two skipped for a missing data file needs no second pass.
+      const pageSize = Math.min(VISIT_PAGE_SIZE, limit + 16);
+      yield* sortedNames(this.sub('queue'), { pageSize, filter: isJobName });
+      return;
+    }
+    for await (const batch of dirNameBatches(this.sub('queue'))) {
+      for (const name of batch) if (isJobName(name)) yield name;
     }
   }
 
   /** pickup_queued_job: the first job in order that nobody holds, locked through active/NAME; null when none. */
   async pickup(): Promise<Job | null> {
     await this.ensureDir(this.sub('active'));
-    for (const name of await this.list()) {
+    for await (const name of this.pickupOrder()) {
       const job = await this.tryPickup(name);
       if (job) return job;
     }
     return null;
+  }
+
+  private pickupOrder(): AsyncIterable<string> {
+    // A subclass that narrows list() (the relay's DueJobReader, written before the eligible option) keeps narrowing.
+    if (this.list !== DirQueueReader.prototype.list) return this.listed();
+    return sortedNames(this.sub('queue'), { pageSize: PICKUP_PAGE_SIZE, filter: this.pickable });
+  }
+
+  private async *listed(): AsyncGenerator<string, void, undefined> {
+    yield* await this.list();
   }
 
   private async ensureDir(dir: string): Promise<void> {

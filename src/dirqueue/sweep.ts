@@ -16,6 +16,7 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { writerAlive } from '../pid';
+import { dirNameBatches } from './dir-stream';
 import { dataLocation, encodeHostForTmp, parseTmpName, TmpName } from './names';
 
 export interface SweepOptions {
@@ -54,11 +55,12 @@ function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
 }
 
-async function listDir(dir: string): Promise<string[]> {
+/** The names in `dir` a batch at a time; a missing directory, or a file where one was expected, has none. */
+async function* namesIn(dir: string): AsyncGenerator<string, void, undefined> {
   try {
-    return await fsp.readdir(dir);
+    for await (const batch of dirNameBatches(dir)) yield* batch;
   } catch (e) {
-    if (errCode(e) === 'ENOENT' || errCode(e) === 'ENOTDIR') return [];
+    if (errCode(e) === 'ENOTDIR') return;
     throw e;
   }
 }
@@ -73,7 +75,8 @@ export async function sweepTmp(dir: string, opts: SweepOptions = {}): Promise<Sw
   const pairs = new Map<string, Pair>();
   const keep = new Set<string>();
 
-  for (const name of await listDir(tmpDir)) {
+  // tmp/ is small at rest but holds consumers' pickup locks while they work: streamed, only our names are kept.
+  for await (const name of namesIn(tmpDir)) {
     const t = parseTmpName(name);
     if (!t) continue;
     const key = `${t.base}|${t.host}|${t.pid}|${t.start ?? ''}|${t.seq}`;
@@ -146,16 +149,21 @@ async function sweepPair(dir: string, pair: Pair, summary: SweepSummary, log: (m
   if (data) await rm(data.path);
 }
 
-/** The data file is in data/H1/H2/ under DNAME or NAME0.PID.RAND; try those names before every other entry. */
+/**
+ * The data file is in data/H1/H2/ under DNAME or NAME0.PID.RAND: a first pass tries those names, a second every
+ * other entry. data/H1/H2/ holds one file per queued job that ends in H1H2, so it is streamed, not read whole.
+ */
 async function findDataFile(dir: string, base: string, st: fs.BigIntStats): Promise<string | null> {
   const loc = dataLocation(base);
   const hdir = path.join(dir, 'data', loc.h1, loc.h2);
-  const names = await listDir(hdir);
   const likely = (n: string) => n === loc.dname || n.startsWith(base + '.');
-  for (const n of [...names.filter(likely), ...names.filter((n) => !likely(n))]) {
-    const p = path.join(hdir, n);
-    const s = await fsp.lstat(p, { bigint: true }).catch(() => null);
-    if (s && s.dev === st.dev && s.ino === st.ino) return p;
+  for (const wanted of [likely, (n: string) => !likely(n)]) {
+    for await (const n of namesIn(hdir)) {
+      if (!wanted(n)) continue;
+      const p = path.join(hdir, n);
+      const s = await fsp.lstat(p, { bigint: true }).catch(() => null);
+      if (s && s.dev === st.dev && s.ino === st.ino) return p;
+    }
   }
   return null;
 }
@@ -166,8 +174,12 @@ export async function findQueueDirs(spoolDir: string): Promise<string[]> {
   for (const e of await fsp.readdir(spoolDir, { withFileTypes: true })) {
     if (!e.isDirectory()) continue;
     const d = path.join(spoolDir, e.name);
-    const subs = await listDir(d);
-    if (subs.some((s) => s === 'queue' || s === 'tmp' || s === 'data')) out.push(d);
+    for await (const s of namesIn(d)) {
+      if (s === 'queue' || s === 'tmp' || s === 'data') {
+        out.push(d);
+        break;
+      }
+    }
   }
   return out.sort();
 }

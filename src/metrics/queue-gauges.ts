@@ -1,6 +1,6 @@
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import client, { Registry } from 'prom-client';
+import { forEachName } from '../dirqueue/dir-stream';
 import { SERIES } from './definitions';
 
 export interface QueueScanResult {
@@ -25,27 +25,20 @@ export function parseStampSeconds(stamp: string): number {
 /**
  * Counts the jobs of `dir`/queue and finds the oldest by its STAMP. Names sort by priority first, so the first sorted
  * name is the oldest only within one priority: the minimum STAMP over all names is taken instead. Fixed-width digit
- * strings compare like the numbers they spell, so no parsing happens per name; one readdir and no stat or read per job
- * keeps this cheap enough for a million jobs every few seconds.
+ * strings compare like the numbers they spell, so no parsing happens per name. One streamed pass, no sort, no stat
+ * or read per job: memory stays flat however deep the queue is (queue/ is created by the first enqueue, so a
+ * missing one is simply empty).
  */
 export async function scanQueueDir(dir: string): Promise<QueueScanResult> {
-  let names: string[];
-  try {
-    names = await fsp.readdir(path.join(dir, 'queue'));
-  } catch (err) {
-    // queue/ is created by the first enqueue, so a queue nobody has written to yet is simply empty.
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { jobs: 0, oldestSeconds: null };
-    throw err;
-  }
   let jobs = 0;
   let minStamp: string | undefined;
-  for (const name of names) {
+  await forEachName(path.join(dir, 'queue'), (name) => {
     const m = JOB_NAME.exec(name);
-    if (!m) continue;
+    if (!m) return;
     jobs++;
     const stamp = m[1]!;
     if (minStamp === undefined || stamp < minStamp) minStamp = stamp;
-  }
+  });
   return { jobs, oldestSeconds: minStamp === undefined ? null : parseStampSeconds(minStamp) };
 }
 
@@ -56,18 +49,31 @@ export function dirQueueScanner(spoolDir: string): QueueScanFn {
 
 export const DEFAULT_QUEUE_SCAN_INTERVAL_MS = 5000;
 
+/**
+ * Scans start at least this many times their own duration apart, so that they take at most 1/50 = 2 % of a core
+ * however deep the queues are (one scan of 1M names costs 0.7-1.2 s of CPU: every 5 s that would be 14-25 %).
+ */
+export const SCAN_DUTY_FACTOR = 50;
+
+/** Start-to-start period of the scans: QUEUE_SCAN_INTERVAL_MS, or SCAN_DUTY_FACTOR times the last scan if longer. */
+export function scanPeriodMs(intervalMs: number, lastScanMs: number): number {
+  return Math.max(intervalMs, SCAN_DUTY_FACTOR * lastScanMs);
+}
+
 export interface QueueGaugesOptions {
   /** Registry the two gauges are created on (the primary's). */
   registry: Registry;
   scan: QueueScanFn;
   /** Queues to scan from the start; queues first seen in enqueue events are added on the fly. */
   queues?: Iterable<string>;
-  /** Period of the correcting directory scan (QUEUE_SCAN_INTERVAL_MS). Default 5000. */
+  /** Period of the correcting directory scan (QUEUE_SCAN_INTERVAL_MS), stretched for slow scans (scanPeriodMs). */
   scanIntervalMs?: number;
   /** Told about a failed scan (the counts are kept as they were). */
   onError?: (queue: string, err: unknown) => void;
   /** Wall clock in ms; tests pin it. */
   now?: () => number;
+  /** Monotonic clock in ms that times the scans (performance.now); tests pin it. */
+  monotonicNow?: () => number;
 }
 
 interface QueueState {
@@ -83,7 +89,8 @@ interface QueueState {
 
 /**
  * `spamtrapd_queue_jobs{queue}` and `spamtrapd_queue_oldest_seconds{queue}`, kept in the primary. Workers report each
- * commit; consumers' pickups are invisible to the trap, so a directory scan every scanIntervalMs replaces the count.
+ * commit; consumers' pickups are invisible to the trap, so a directory scan every scanIntervalMs replaces the count
+ * (less often when scans are slow: scanPeriodMs).
  * Scrapes never scan. The count is exact up to pickups since the last scan and, for jobs committed while a scan was
  * reading the directory, may count such a job twice until the next scan.
  */
@@ -93,8 +100,13 @@ export class QueueGauges {
   private readonly intervalMs: number;
   private readonly onError: (queue: string, err: unknown) => void;
   private readonly now: () => number;
+  private readonly monotonicNow: () => number;
   private timer: NodeJS.Timeout | undefined;
+  /** Bumped by start() and stop(): a scan loop whose generation is gone schedules nothing more. */
+  private generation = 0;
+  private started = false;
   private running: Promise<void> | undefined;
+  private lastScanMs = 0;
 
   constructor(opts: QueueGaugesOptions) {
     this.scanFn = opts.scan;
@@ -104,6 +116,7 @@ export class QueueGauges {
     }
     this.onError = opts.onError ?? (() => undefined);
     this.now = opts.now ?? Date.now;
+    this.monotonicNow = opts.monotonicNow ?? (() => performance.now());
     for (const q of opts.queues ?? []) this.addQueue(q);
     const self = this;
     new client.Gauge({
@@ -164,7 +177,14 @@ export class QueueGauges {
     return this.running;
   }
 
+  /** Wall time of the last complete scan of every queue, and the period it sets for the next ones. */
+  scanTiming(): { lastScanMs: number; periodMs: number } {
+    return { lastScanMs: this.lastScanMs, periodMs: scanPeriodMs(this.intervalMs, this.lastScanMs) };
+  }
+
   private async scanAll(): Promise<void> {
+    // Wall time, not CPU time: it is never less, and it counts the waits of a busy machine too.
+    const t0 = this.monotonicNow();
     for (const queue of [...this.state.keys()]) {
       const s = this.state.get(queue)!;
       const start = this.now() / 1000;
@@ -185,18 +205,29 @@ export class QueueGauges {
         s.duringScan = [];
       }
     }
+    this.lastScanMs = this.monotonicNow() - t0;
   }
 
-  /** Scans now and then every scanIntervalMs; the timer does not keep the process alive. */
+  /** Scans now and then once per scanPeriodMs (start to start); the timer does not keep the process alive. */
   start(): void {
-    if (this.timer) return;
-    void this.scanNow();
-    this.timer = setInterval(() => void this.scanNow(), this.intervalMs);
-    this.timer.unref();
+    if (this.started) return;
+    this.started = true;
+    void this.scanAndReschedule(++this.generation);
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.started = false;
+    this.generation++;
+    if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+  }
+
+  private async scanAndReschedule(generation: number): Promise<void> {
+    this.timer = undefined;
+    await this.scanNow();
+    if (generation !== this.generation) return;
+    const { lastScanMs, periodMs } = this.scanTiming();
+    this.timer = setTimeout(() => void this.scanAndReschedule(generation), Math.max(0, periodMs - lastScanMs));
+    this.timer.unref();
   }
 }
