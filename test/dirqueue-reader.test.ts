@@ -179,20 +179,6 @@ test(
 );
 
 test(
-  'a subclass that narrows list() still narrows pickup (how the relay filtered before the eligible option)',
-  withDir('narrowed', async (dir) => {
-    const names = ['50.20240101120000000001.AAAA', '50.20240101120000000002.AAAA'];
-    for (const n of names) handJob(dir, n, n);
-    class Narrowed extends DirQueueReader {
-      override async list(): Promise<string[]> {
-        return (await super.list()).filter((n) => n !== names[0]);
-      }
-    }
-    assert.equal(((await new Narrowed(dir).pickup()) as Job).jobId, names[1]);
-  }),
-);
-
-test(
   'readJob reads one job as visitAll would, and only a plain queue/ entry',
   withDir('readjob', async (dir) => {
     const n = '50.20240101120000000001.AAAA';

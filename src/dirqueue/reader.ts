@@ -270,13 +270,7 @@ export class DirQueueReader {
   }
 
   private pickupOrder(): AsyncIterable<string> {
-    // A subclass that narrows list() (the relay's DueJobReader, written before the eligible option) keeps narrowing.
-    if (this.list !== DirQueueReader.prototype.list) return this.listed();
     return sortedNames(this.sub('queue'), { pageSize: PICKUP_PAGE_SIZE, filter: this.pickable });
-  }
-
-  private async *listed(): AsyncGenerator<string, void, undefined> {
-    yield* await this.list();
   }
 
   private async ensureDir(dir: string): Promise<void> {

@@ -37,26 +37,8 @@ export interface RelaySettings {
   smtp: SmtpOptions;
 }
 
-/**
- * pickup() takes the first unlocked job of list(); narrowing list() to due jobs makes it skip jobs still backing off
- * (or already being delivered here) without locking each one in turn to look at it.
- */
-export class DueJobReader extends DirQueueReader {
-  constructor(
-    dir: string,
-    warn: (msg: string) => void,
-    private readonly eligible: (jobId: string) => boolean,
-  ) {
-    super(dir, { warn });
-  }
-
-  override async list(): Promise<string[]> {
-    return (await super.list()).filter(this.eligible);
-  }
-}
-
 export class DestinationWorker {
-  readonly reader: DueJobReader;
+  readonly reader: DirQueueReader;
   readonly queueDir: string;
   /** What this relay knows of each job: it rules every pickup, also when writing it to the store failed. */
   private states = new Map<string, JobState>();
@@ -78,7 +60,8 @@ export class DestinationWorker {
     private readonly log: Logger,
   ) {
     this.queueDir = path.join(relay.spoolDir, dest.queue);
-    this.reader = new DueJobReader(this.queueDir, (msg) => log.warn('dirqueue', { queue: dest.queue, msg }), (id) => this.isDue(id));
+    // Only due jobs are offered to pickup: one still backing off (or being delivered here) is never locked to look at.
+    this.reader = new DirQueueReader(this.queueDir, { warn: (msg) => log.warn('dirqueue', { queue: dest.queue, msg }), eligible: (id) => this.isDue(id) });
   }
 
   async start(): Promise<void> {

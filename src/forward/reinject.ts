@@ -5,7 +5,6 @@ import * as path from 'node:path';
 import { DirQueueReader, DirQueueWriter, sanitizeMetadata, type DirQueueFs } from '../dirqueue';
 import type { Logger } from '../log';
 import { DEADLETTER_QUEUE } from '../spool-layout';
-import { DueJobReader } from './destination-worker';
 import { destinationOfQueue } from './targets';
 
 export interface ReinjectOptions {
@@ -37,7 +36,7 @@ export async function reinjectDeadLetters(spoolDir: string, opts: ReinjectOption
     }
     if ((opts.queue === undefined || opts.queue === q) && (opts.jobId === undefined || opts.jobId === job.jobId)) wanted.add(job.jobId);
   });
-  const reader = new DueJobReader(dir, (msg) => opts.log?.warn('dirqueue', { queue: DEADLETTER_QUEUE, msg }), (id) => wanted.has(id));
+  const reader = new DirQueueReader(dir, { warn: (msg) => opts.log?.warn('dirqueue', { queue: DEADLETTER_QUEUE, msg }), eligible: (id) => wanted.has(id) });
   const writers = new Map<string, DirQueueWriter>();
   const out: string[] = [];
   for (let job = await reader.pickup(); job; job = await reader.pickup()) {

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Job } from '../dirqueue';
+import { dirNameBatches } from '../dirqueue';
 import { RELAY_STATE_DIR } from '../spool-layout';
 
 export type JobPhase = 'deferred' | 'delivering' | 'resolved';
@@ -98,14 +99,8 @@ export class RelayStateStore {
    */
   async load(queue: string, queueDir: string): Promise<Map<string, JobState>> {
     const out = new Map<string, JobState>();
-    let names: string[];
-    try {
-      names = await fsp.readdir(this.dir(queue));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return out;
-      throw e;
-    }
-    for (const name of names) {
+    // Streamed: the listing itself costs no memory however many jobs wait (a missing directory is empty).
+    for await (const batch of dirNameBatches(this.dir(queue))) for (const name of batch) {
       const p = path.join(this.dir(queue), name);
       if (name.endsWith('.tmp')) {
         await fsp.unlink(p).catch(() => undefined);
