@@ -13,7 +13,7 @@ import { VERSION } from '../src/version';
 import { freePort, startDaemon, type Daemon } from './helpers/daemon';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
 
-const RULES = `# every code the rcpt_regexp spec knows
+const RULES = `# every code rcpt_regexp knows
 /^ok\\@trap\\.test$/         OK Sure
 /^ham\\@trap\\.test$/        OK Sure [note=ham]
 /^deny\\@trap\\.test$/       DENY No thanks
