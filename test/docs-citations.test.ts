@@ -52,7 +52,7 @@ function lineAt(text: string, pos: number): number {
   return n;
 }
 
-/** Every comment of a TypeScript or JavaScript text, found through the parser so strings and regexes are not mistaken. */
+/** Every comment of a TypeScript or JavaScript text, found by the parser, so strings and regexes are not mistaken. */
 export function tsComments(file: string, text: string): Comment[] {
   const kind = /\.[cm]?js$/.test(file) ? ts.ScriptKind.JS : ts.ScriptKind.TS;
   const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true, kind);
