@@ -34,7 +34,7 @@ function reply(text: string, address: string, def: RcptDefaultCode = 'OK') {
   return rcptReply(evaluateRecipient(rules(text), address), address, def);
 }
 
-describe('rcpt_regexp replies (spec table)', () => {
+describe('rcpt_regexp replies (the table in docs/compat.md)', () => {
   test('OK: 250 <user@host>, recipient ok; COMMENT not sent', () => {
     assert.deepEqual(reply('/^a\\@b\\.c$/ OK Sure', 'a@b.c'), {
       accepted: true,
@@ -293,7 +293,7 @@ describe('reply text safety', () => {
   });
 });
 
-describe("the old trap's file (spec section 2)", () => {
+describe("the old trap's file (docs/compat.md)", () => {
   test('ham address: 250 with note ham; old trap: 550 with its text; everything else: 250, no note', () => {
     const r = rules(OLD_TRAP);
     const ham = rcptReply(evaluateRecipient(r, 'Address@Traps.SpamAssassin.org'), 'Address@Traps.SpamAssassin.org', 'OK');

@@ -14,7 +14,7 @@ import { RawSmtp, sendMail } from './helpers/smtp-client';
 import { freePort } from './helpers/sockets';
 import { drain } from './helpers/queues';
 
-const RULES = `# every code the rcpt_regexp spec knows
+const RULES = `# every code rcpt_regexp knows
 /^ok\\@trap\\.test$/         OK Sure
 /^ham\\@trap\\.test$/        OK Sure [note=ham]
 /^deny\\@trap\\.test$/       DENY No thanks

@@ -15,7 +15,7 @@ import {
   tmpName,
 } from '../src/dirqueue';
 
-test('HASH of the spec worked example: trap1 + pid 1234 -> DNjkw', () => {
+test('HASH of the worked example in docs/dirqueue.md: trap1 + pid 1234 -> DNjkw', () => {
   assert.equal(dirqueueHash('trap1', 1234), 'DNjkw');
   // The hash is a byte sum: 4321 has the same digits, so the same hash.
   assert.equal(dirqueueHash('trap1', 4321), 'DNjkw');

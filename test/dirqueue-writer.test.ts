@@ -12,7 +12,7 @@ import { listFiles, withDir } from './helpers/temp-dirs';
 const fixedClock = () => ({ sec: 1704110400, usec: 123456 });
 
 test(
-  'the spec worked example writes exactly its two files',
+  'the worked example of docs/dirqueue.md writes exactly its two files',
   withDir('example', async (root) => {
     const dir = path.join(root, 'trap1-example');
     const w = new DirQueueWriter(dir, { hostname: 'trap1', pid: 1234, now: fixedClock });

@@ -1,6 +1,6 @@
 /**
- * The qpsmtpd `rcpt_regexp` file (spec: docs qpsmtpd-compat.md section 2), parsed and evaluated the way the old
- * trap's plugin did, so an operator's file can be copied over unchanged and give the same SMTP answers.
+ * The qpsmtpd `rcpt_regexp` file (docs/compat.md#the-rcpt_regexp-file), parsed and evaluated the way the old trap's
+ * plugin did, so an operator's file can be copied over unchanged and give the same SMTP answers.
  *
  * Patterns are Perl regexes, translated by perl-regex.ts (which says why they are not handed to `new RegExp` as is).
  */
@@ -198,7 +198,7 @@ function acceptReply(address: string): string {
   return '<' + safeReplyText(address, MAX_REPLY_TEXT - 1 - suffix.length) + suffix;
 }
 
-/** The SMTP reply for a verdict, per the reply table of qpsmtpd-compat.md section 2. */
+/** The SMTP reply for a verdict, per the table in docs/compat.md#replies. */
 export function rcptReply(verdict: RcptVerdict, address: string, defaultCode: RcptDefaultCode): RcptReply {
   const rule = verdict.rule;
   // A DECLINED rule ends the file's say: the default decides, and the rule's note and text do not apply.

@@ -1,5 +1,5 @@
 /**
- * config/routes: which destination each accepted recipient is filed to (qpsmtpd-compat.md section 3).
+ * config/routes: which destination each accepted recipient is filed to (docs/compat.md#notes-and-destinations).
  *
  *     note=ham                     queue hamincoming
  *     rcpt=/^(root|postmaster)@/   forward smtp://127.0.0.1:10025

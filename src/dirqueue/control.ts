@@ -1,5 +1,6 @@
 /**
- * Control files (spec section 5): validation, serialisation and parsing exactly as IPC::DirQueue 1.1 does them.
+ * Control files (docs/dirqueue.md#control-file): validation, serialisation and parsing exactly as IPC::DirQueue 1.1
+ * does them.
  *
  * Encoding: the format has none, it moves bytes. JS strings given to us are written as UTF-8 (the trap's metadata
  * are JS strings); Buffers are written byte for byte. The metadatum rules are checked on those bytes, because that is

@@ -1,6 +1,6 @@
 /**
- * Job names of IPC::DirQueue 1.1 (spec sections 2, 3 and 8). Pure functions only: the writer, reader and sweep
- * must agree on every byte, so nothing here touches the file system or the clock.
+ * Job names of IPC::DirQueue 1.1 (docs/dirqueue.md#job-names, docs/dirqueue.md#order-and-priority). Pure functions
+ * only: the writer, reader and sweep must agree on every byte, so nothing here touches the file system or the clock.
  */
 
 const SAFE = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+_';

@@ -1,6 +1,7 @@
 /**
- * Reads and consumes IPC::DirQueue 1.1 queues with the same lock protocol as Perl's pickup_queued_job (spec sections
- * 6, 7 and 9), so Node and Perl consumers can work one queue together.
+ * Reads and consumes IPC::DirQueue 1.1 queues with the same lock protocol as Perl's pickup_queued_job, so Node and
+ * Perl consumers can work one queue together: docs/dirqueue.md#pickup-and-locks, docs/dirqueue.md#finishing-a-job,
+ * docs/dirqueue.md#visit_all_jobs.
  */
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -284,7 +285,10 @@ export class DirQueueReader {
     return !!qdfn && (await isFile(qdfn));
   }
 
-  /** Step 1: may we go on with NAME given an existing active/ lock? Breaks the lock when its owner is provably gone. */
+  /**
+   * Step 1 of docs/dirqueue.md#pickup-and-locks: may we go on with NAME given an existing active/ lock? Breaks the
+   * lock when its owner is provably gone.
+   */
   private async lockAllowsPickup(activePath: string): Promise<boolean> {
     let st: fs.Stats;
     try {

@@ -1,5 +1,6 @@
 /**
- * Enqueues jobs in IPC::DirQueue 1.1 format (spec section 4) so Perl consumers can take them while we write.
+ * Enqueues jobs in IPC::DirQueue 1.1 format (docs/dirqueue.md#the-enqueue-sequence) so Perl consumers can take them
+ * while we write.
  *
  * Tmp names are `tmp/NAME0.spamtrapd.HOST.PIDsSTART.SEQ.data|ctrl` (see names.ts). Both stay in tmp/ until the control file
  * is linked into queue/; then the data name goes first and the ctrl name second, which is what lets sweepTmp() tell
@@ -26,8 +27,8 @@ export interface DirQueueWriterOptions {
   now?: () => Clock;
   /**
    * The pid that goes into HASH and into `.PID.RAND` retry names; default process.pid, read at every begin() as
-   * IPC::DirQueue reads $$. Tests set it to reproduce the spec's names. Tmp names always carry the real pid, since
-   * the sweep checks it with kill(0).
+   * IPC::DirQueue reads $$. Tests set it to reproduce docs/dirqueue.md#a-worked-example. Tmp names always carry the
+   * real pid, since the sweep checks it with kill(0).
    */
   pid?: number;
 }
@@ -310,7 +311,10 @@ class Job implements PendingJob {
     if (this.state !== state) throw new Error(`PendingJob is ${this.state}, not ${state}`);
   }
 
-  /** Steps 2-6 of the spec: data complete and linked before the control file exists; control file linked last. */
+  /**
+   * Data complete and linked before the control file exists; control file linked last
+   * (docs/dirqueue.md#the-enqueue-sequence).
+   */
   private async linkAll(meta: Metadata): Promise<CommittedJob> {
     const { w, j } = this;
     const fh = this.fh as fsp.FileHandle;

@@ -1,5 +1,5 @@
 /**
- * The spamtrap `Received:` header (qpsmtpd-compat.md section 4, contract-notes "The Received header"):
+ * The spamtrap `Received:` header (docs/compat.md#the-received-header):
  *
  *     Received: from HELO (RDNS [IP]) by ME (spamtrapd/VERSION) with PROTO ident=unknown MAIL_FROM=<sender> RCPT_TO=<a>,<b>; DATE
  *
@@ -21,12 +21,9 @@
  *  - An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a dual-stack `::` listener reports for IPv4 clients) is
  *    written as the IPv4 address, as the old IPv4-only trap wrote it.
  *
- * Folding: CRLF + TAB before `by`, `with`, `MAIL_FROM=`, `RCPT_TO=` and `;` whenever the line would otherwise pass 78
- * octets. The recipient list has no white space to fold at, so one `RCPT_TO=` field may pass 78 octets; before it
- * would pass 998 (RFC 5322's hard limit) the list continues in a further folded `RCPT_TO=` field. Inside HELO, a line
- * that would pass 998 octets is folded at an existing space (CRLF inserted before it, so unfolding restores the value
- * exactly). A single token that cannot fit in a 998-octet line even alone (only a hostile HELO or address can be
- * that long) is cut and ends with TRUNCATED_MARKER: the one case where a value is shortened.
+ * Folding (docs/compat.md#folding): at 78 octets where a field boundary allows, and never past RFC 5322's 998; the
+ * recipient list goes on in a further `RCPT_TO=` field so `RCPT_TO=(\S+)` parsers still get every recipient. Only a
+ * single token too long for any 998-octet line is cut (TRUNCATED_MARKER): the one case where a value is shortened.
  */
 
 export interface ReceivedInput {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the project's Dockerfile with podman and runs the image, on machines without a Docker engine or a
-# reachable registry (see /work/shared/specs/contract-notes.md, "Testing the Dockerfile on these machines").
+# reachable registry (how the image is tested: docs/deployment.md#container).
 # test/docker-image.test.ts drives it; every step also works by hand:
 #
 #   test/container/build-and-run.sh base                 make the stand-in docker.io/library/node:20-slim (cached)
