@@ -166,7 +166,6 @@ function faultyFs(over: Partial<Record<keyof DirQueueFs | 'write', (...args: any
     unlink: fsp.unlink,
     mkdir: fsp.mkdir,
     lstat: fsp.lstat,
-    utimes: fsp.utimes,
   };
   const out = { ...base } as any;
   for (const [k, v] of Object.entries(over)) {
@@ -303,5 +302,18 @@ test(
     synced.length = 0;
     await w.enqueueStream([Buffer.from('again\n')], {});
     assert.deepEqual(synced.filter((s) => !s.startsWith('tmp/')).sort(), ['data/k/w', 'queue'], 'existing dirs: only the two parents');
+  }),
+);
+
+test(
+  "a commit moves queue/'s mtime to now, which is what wait_for_queued_job polls",
+  withDir('mtime', async (dir) => {
+    const w = new DirQueueWriter(dir);
+    await w.enqueueStream([Buffer.from('one\n')], {});
+    const past = new Date(Date.now() - 3600_000);
+    fs.utimesSync(path.join(dir, 'queue'), past, past);
+    const before = Date.now();
+    await w.enqueueStream([Buffer.from('two\n')], {});
+    assert.ok(fs.statSync(path.join(dir, 'queue')).mtimeMs >= before - 1000, 'queue/ mtime is the time of the last commit');
   }),
 );

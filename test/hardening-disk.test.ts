@@ -142,7 +142,6 @@ function faultyFs(op: 'open' | 'write' | 'body' | 'link', code: string): DirQueu
     unlink: fsp.unlink,
     mkdir: fsp.mkdir,
     lstat: fsp.lstat,
-    utimes: fsp.utimes,
   };
 }
 
@@ -242,7 +241,7 @@ describe('I/O errors at the queue writer (injected)', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spamtrapd-io-'));
     dirs.push(dir);
     const rejected: string[] = [];
-    const reply = await fileThrough(new FaultySpool(dir, { open: fsp.open, link: fsp.link, unlink: fsp.unlink, mkdir: fsp.mkdir, lstat: fsp.lstat, utimes: fsp.utimes }), rejected);
+    const reply = await fileThrough(new FaultySpool(dir, { open: fsp.open, link: fsp.link, unlink: fsp.unlink, mkdir: fsp.mkdir, lstat: fsp.lstat }), rejected);
     assert.equal(reply.code, 250, reply.message);
     assert.deepEqual(rejected, []);
     assert.equal(filesUnder(path.join(dir, 'incoming', 'queue')).length, 1);

@@ -38,5 +38,4 @@ export const syncBackedFs = {
   unlink: (p: string) => settle(() => fs.unlinkSync(p)),
   mkdir: (p: string, opts: fs.MakeDirectoryOptions & { recursive: true }) => settle(() => fs.mkdirSync(p, opts)),
   lstat: (p: string) => settle(() => fs.lstatSync(p)),
-  utimes: (p: string, atime: Date, mtime: Date) => settle(() => fs.utimesSync(p, atime, mtime)),
 } as unknown as DirQueueFs;

@@ -17,7 +17,7 @@ import { Metadata, serializeControl, validateMetadata } from './control';
 import { Clock, dataLocation, dirqueueHash, name0, retryName, tmpName, checkPriority } from './names';
 
 /** The file-system calls the writer makes, injectable so tests can make any one of them fail. */
-export type DirQueueFs = Pick<typeof fsp, 'open' | 'link' | 'unlink' | 'mkdir' | 'lstat' | 'utimes'>;
+export type DirQueueFs = Pick<typeof fsp, 'open' | 'link' | 'unlink' | 'mkdir' | 'lstat'>;
 
 export interface DirQueueWriterOptions {
   hostname?: string;
@@ -353,18 +353,18 @@ class Job implements PendingJob {
 
   /**
    * The job is complete and visible: failures from here on must not take it back (a consumer may hold it already).
-   * Touching queue/ only wakes pollers. A tmp name that cannot be removed stays for the sweep; the ctrl name is kept
-   * whenever the data name is, so the sweep still reads the pair as committed.
+   * A tmp name that cannot be removed stays for the sweep; the ctrl name is kept whenever the data name is, so the
+   * sweep still reads the pair as committed. queue/ is not touched with utime as IPC::DirQueue does: the link into it
+   * has just set its mtime to now, which is all that pollers (wait_for_queued_job) look at.
    */
   private async tidyAfterCommit(): Promise<void> {
     const { fsImpl } = this.w;
-    const now = new Date();
-    const touch = fsImpl.utimes(path.join(this.w.dir, 'queue'), now, now).catch(() => undefined);
-    const unlinks = (async () => {
+    try {
       await fsImpl.unlink(this.j.tmpData);
       await fsImpl.unlink(this.j.tmpCtrl);
-    })().catch(() => undefined);
-    await Promise.all([touch, unlinks]);
+    } catch {
+      // left for the sweep
+    }
   }
 
   /** Removes every file of this job, queue/ first so it stops being visible, the tmp data name last. */

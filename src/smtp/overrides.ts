@@ -130,11 +130,17 @@ export function partless(address: string): boolean {
   return at <= 0 || at === address.length - 1;
 }
 
-/** A session id of the form smtp-server gives: 80 random bits in base 32, 16 characters. */
+/** 40 random bits per process: with the counter below, ids differ across acceptors and restarts. */
+const SESSION_ID_PREFIX = BigInt('0x' + crypto.randomBytes(5).toString('hex')).toString(32).padStart(8, '0');
+let sessionCounter = 0;
+
+/**
+ * A session id of the form smtp-server gives (16 characters of base 32), made without a random draw per connection:
+ * smtp-server's crypto.randomBytes per connection cost more than the rest of the id's use.
+ */
 export function newSessionId(): string {
-  return BigInt('0x' + crypto.randomBytes(10).toString('hex'))
-    .toString(32)
-    .padStart(16, '0');
+  sessionCounter = (sessionCounter + 1) % 2 ** 40;
+  return SESSION_ID_PREFIX + sessionCounter.toString(32).padStart(8, '0');
 }
 
 /** A peer address as smtp-server keeps it: an IPv4-mapped IPv6 address in its IPv4 form. */
@@ -373,7 +379,8 @@ export class TrapServer extends SMTPServer {
       return;
     }
     if (!proxy || !this._expectsProxyHeader(socket)) {
-      setImmediate(() => callback(null, socketOptions));
+      // Upstream defers this by a setImmediate; nothing waits in between, so a direct client connects at once.
+      callback(null, socketOptions);
       return;
     }
     const balancer = plainAddress(socket.remoteAddress);
