@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startDaemon, type Daemon } from './helpers/daemon';
 import { haproxyPreamble, haproxySkipReason, startHaproxy, waitServerUp, type Haproxy } from './helpers/haproxy';
-import { proxiedMail, proxyCounters, waitCounters } from './helpers/proxy-client';
+import { baselineCounters, proxiedMail, waitCounters } from './helpers/proxy-client';
 import { inspectSpool } from './helpers/queues';
 import { splitReceived } from './helpers/stored-message';
 
@@ -49,7 +49,7 @@ backend trap
     try {
       // UP with L7OK: the check's HELO got its 250 through a PROXY v2 LOCAL connection.
       await waitServerUp(h, 'trap', 'trap');
-      const start = await proxyCounters(d.metricsPort);
+      const start = await baselineCounters(d.metricsPort);
       const r = await proxiedMail(h.ports.frontend, Buffer.alloc(0), 'viahaproxyv2', { localAddress: '127.0.5.7' });
       assert.equal(r.code, 250, r.raw);
       const job = await recorded('viahaproxyv2');
@@ -83,7 +83,7 @@ backend trap
 `,
     );
     try {
-      const start = await proxyCounters(d.metricsPort);
+      const start = await baselineCounters(d.metricsPort);
       const deadline = Date.now() + 10_000;
       let row: Record<string, string> | undefined;
       while (Date.now() < deadline) {
@@ -114,7 +114,7 @@ backend trap
 `,
     );
     try {
-      const start = await proxyCounters(d.metricsPort);
+      const start = await baselineCounters(d.metricsPort);
       const r = await proxiedMail(h.ports.frontend, Buffer.alloc(0), 'viahaproxyv1', { localAddress: '127.0.5.8' });
       assert.equal(r.code, 250, r.raw);
       const job = await recorded('viahaproxyv1');

@@ -18,7 +18,7 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import type { Metadata } from './control';
 import { failpoint } from '../failpoints';
 import { syncBackedFs } from './sync-fs';
-import { DirQueueWriter, type BeginOptions, type CommittedJob, type PendingJob, type WriteOptions } from './writer';
+import { DirQueueWriter, type BeginOptions, type CommittedJob, type LastWrite, type PendingJob, type WriteOptions } from './writer';
 
 const ROLE = 'spamtrapd-spool-writer';
 
@@ -32,7 +32,7 @@ interface BeginRequest {
 
 type Request =
   | { op: 'write'; id: number; begin?: BeginRequest; chunk: Uint8Array }
-  | { op: 'commit'; id: number; begin?: BeginRequest; metadata?: Metadata }
+  | { op: 'commit'; id: number; begin?: BeginRequest; metadata?: Metadata; chunk?: Uint8Array }
   | { op: 'abort'; id: number }
   | { op: 'ping'; id: number };
 
@@ -104,11 +104,11 @@ export class SpoolWriterThread {
     });
   }
 
-  /** @internal Sends `req` and resolves with the thread's reply to it. */
-  call(req: Request): Promise<Reply> {
+  /** @internal Sends `req` (carrying `bytes` of message, moved by transfer) and resolves with the thread's reply. */
+  call(req: Request, bytes = 0, transfer: ArrayBuffer | null = null): Promise<Reply> {
     return new Promise((resolve, reject) => {
       this.waiting.set(req.id, { resolve, reject });
-      this.send(req).catch((e: Error) => {
+      this.send(req, bytes, transfer).catch((e: Error) => {
         this.waiting.delete(req.id);
         reject(e);
       });
@@ -192,6 +192,11 @@ export class SpoolWriterThread {
   }
 }
 
+/** What may cross by transfer: the buffer itself when handed over and it owns its memory, else a copy of it. */
+function movable(chunk: Buffer, opts?: WriteOptions): Buffer {
+  return opts?.handOver && ownsItsMemory(chunk) ? chunk : copyOf(chunk);
+}
+
 function ownsItsMemory(b: Buffer): boolean {
   return b.buffer instanceof ArrayBuffer && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength;
 }
@@ -234,14 +239,18 @@ class ThreadJob implements PendingJob {
   write(chunk: Buffer, opts?: WriteOptions): Promise<void> {
     if (this.settled) return Promise.reject(new Error('PendingJob is already committed or aborted'));
     this.size += chunk.length;
-    const own = opts?.handOver && ownsItsMemory(chunk) ? chunk : copyOf(chunk);
+    const own = movable(chunk, opts);
     return this.t.send({ op: 'write', id: this.id, begin: this.takeBegin(), chunk: own }, own.length, own.buffer as ArrayBuffer);
   }
 
-  async commit(metadata?: Metadata): Promise<CommittedJob> {
+  /** A message that fits one block (most spam) crosses to the thread once: begin, bytes and commit in one post. */
+  async commit(metadata?: Metadata, last?: LastWrite): Promise<CommittedJob> {
     if (this.settled) throw new Error('PendingJob is already committed or aborted');
     this.settled = true;
-    const r = await this.t.call({ op: 'commit', id: this.id, begin: this.takeBegin(), metadata });
+    const own = last && last.chunk.length > 0 ? movable(last.chunk, last) : null;
+    if (own) this.size += own.length;
+    const req: Request = { op: 'commit', id: this.id, begin: this.takeBegin(), metadata, ...(own ? { chunk: own } : {}) };
+    const r = await this.t.call(req, own?.length ?? 0, (own?.buffer as ArrayBuffer | undefined) ?? null);
     if (r.error) throw toError(r.error);
     return r.ok as CommittedJob;
   }
@@ -296,7 +305,8 @@ function serve(): void {
           return;
         }
         try {
-          port.postMessage({ id: m.id, ok: await s.job.commit(m.metadata) } satisfies Reply);
+          const last = m.chunk ? { chunk: Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength) } : undefined;
+          port.postMessage({ id: m.id, ok: await s.job.commit(m.metadata, last) } satisfies Reply);
         } catch (e) {
           port.postMessage({ id: m.id, error: errorOf(e) } satisfies Reply);
         }
@@ -318,7 +328,8 @@ function serve(): void {
   const dieOn = failpoint('writer-thread-exit-on');
   let tail: Promise<void> = Promise.resolve();
   port.on('message', (m: Request) => {
-    if (dieOn && m.op === 'write' && Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength).includes(dieOn)) process.exit(1);
+    const chunk = m.op === 'write' || m.op === 'commit' ? m.chunk : undefined;
+    if (dieOn && chunk && Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).includes(dieOn)) process.exit(1);
     // Whatever goes wrong with one message must neither wedge the chain for every later one nor leave a caller
     // waiting for a reply that never comes.
     tail = tail.then(() => handle(m)).catch((e: unknown) => {

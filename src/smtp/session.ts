@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions } from 'smtp-server';
 import { evaluateRecipient, rcptReply, type RcptRule } from '../config/rcpt-regexp';
 import { splitByDestination, type Route } from '../config/routes';
-import type { CommittedJob, PendingJob } from '../dirqueue';
+import type { CommittedJob, LastWrite, PendingJob } from '../dirqueue';
 import type { Logger } from '../log';
 import type { ProxyRejectionReason } from '../metrics/definitions';
 import type { TrapHooks, TrapSession } from './overrides';
@@ -279,9 +279,11 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
         first = false;
       }
     }
+    // The last block travels with the commit: a message of one block reaches the writer thread in one hop.
+    let finals: Array<LastWrite | undefined> = [];
     if (!stream.sizeExceeded) {
       const last = blocks.flush();
-      if (last || first) await writeBlock(jobs, first ? headers : null, last ?? NOTHING);
+      if (last || first) finals = lastWrites(jobs.length, first ? headers : null, last ?? NOTHING);
     }
     if (stream.sizeExceeded) {
       await abortAll(jobs); // smtp-server itself answers 552 (rejectOversized)
@@ -293,8 +295,8 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
     const committed: Array<{ queue: string; job: CommittedJob }> = [];
     // Copies commit one by one: if a later one fails the client gets 451 and retries, so an earlier copy may be
     // filed twice. Duplicates are preferred to loss, and removing a visible job could race a consumer.
-    for (const j of jobs) {
-      committed.push({ queue: j.queue, job: await j.job.commit() });
+    for (const [i, j] of jobs.entries()) {
+      committed.push({ queue: j.queue, job: await j.job.commit(undefined, finals[i]) });
       j.committed = true;
     }
     const seconds = (performance.now() - commitStarted) / 1000;
@@ -348,6 +350,18 @@ async function writeBlock(jobs: Array<{ job: PendingJob }>, headers: Buffer[] | 
     await Promise.all(jobs.map((j, i) => j.job.write(joined(headers[i], guard, block), HAND_OVER)));
   } else if (jobs.length === 1) await jobs[0].job.write(block, HAND_OVER);
   else await Promise.all(jobs.map((j, i) => j.job.write(block, i === jobs.length - 1 ? HAND_OVER : undefined)));
+}
+
+/**
+ * The last block for each copy, as writeBlock would write it: with the headers when it is also the first; handed
+ * over only by the last copy, since copies commit one after the other and earlier ones must find the block intact.
+ */
+function lastWrites(copies: number, headers: Buffer[] | null, block: Buffer): LastWrite[] {
+  if (headers) {
+    const guard = unfoldGuard(block);
+    return headers.map((h) => ({ chunk: joined(h, guard, block), handOver: true }));
+  }
+  return Array.from({ length: copies }, (_, i) => ({ chunk: block, handOver: i === copies - 1 }));
 }
 
 /** a + b + c in a buffer of its own. */

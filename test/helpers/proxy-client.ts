@@ -112,6 +112,14 @@ export async function settledCounters(port: number, metricsPort: number, localMa
   return waitCounters(metricsPort, `${localMade} balancer connections counted`, (x) => x.local === localMade);
 }
 
+/**
+ * The counters to measure from: the acceptor's series exist once it has pushed its first snapshot (within
+ * METRICS_PUSH_INTERVAL_MS of its start), so a baseline scraped before that would have nothing to subtract.
+ */
+export function baselineCounters(metricsPort: number): Promise<Awaited<ReturnType<typeof proxyCounters>>> {
+  return waitCounters(metricsPort, "the acceptor's counters pushed", (c) => Number.isFinite(c.local) && Number.isFinite(c.connections) && 'timeout' in c.rejections);
+}
+
 /** Waits until `check` holds for a scrape (workers push once per interval); returns that scrape. */
 export async function waitCounters(
   metricsPort: number,
