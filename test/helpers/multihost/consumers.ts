@@ -29,7 +29,8 @@ export interface Consumed {
 /** Which consumers can run here, and why any cannot. */
 export function availableConsumers(): { kinds: ConsumerKind[]; missing: string[] } {
   if (perlModuleFound()) return { kinds: ['perl', 'node', 'cli'], missing: [] };
-  return { kinds: ['node', 'cli'], missing: [`perl: IPC::DirQueue not found at ${perlModuleLib()} (set IPC_DIRQUEUE_LIB; ../shared/tools/dirqueue/README.md)`] };
+  const why = `perl: IPC::DirQueue not found at ${perlModuleLib()} (set IPC_DIRQUEUE_LIB; ../shared/tools/dirqueue/README.md)`;
+  return { kinds: ['node', 'cli'], missing: [why] };
 }
 
 function commandFor(kind: ConsumerKind, l: Layout): string[] {
@@ -71,7 +72,10 @@ export function startConsumer(kind: ConsumerKind, l: Layout): Consumer {
     exited: () => done,
     async waitExit(timeoutMs) {
       let t: NodeJS.Timeout | undefined;
-      await Promise.race([exit, new Promise((_, reject) => (t = setTimeout(() => reject(new Error(`consumer ${kind} did not exit within ${timeoutMs} ms:\n${out}`)), timeoutMs)))]).finally(() => clearTimeout(t));
+      const late = new Promise((_, reject) => {
+        t = setTimeout(() => reject(new Error(`consumer ${kind} did not exit within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+      });
+      await Promise.race([exit, late]).finally(() => clearTimeout(t));
       if (proc.exitCode !== 0) throw new Error(`consumer ${kind} exited with ${proc.exitCode ?? proc.signalCode}:\n${out}`);
     },
     destroy() {

@@ -54,7 +54,8 @@ export const cliJs = () => path.join(builtRoot(), 'workers', 'cli.js');
 
 /** .tools/bin/unshare (scripts/install-container-tools.sh) or unshare on PATH, when it runs. */
 export function findUnshare(): string | null {
-  const candidates = [path.join(repoRoot(), '.tools', 'bin', 'unshare'), ...(process.env.PATH ?? '').split(path.delimiter).filter(Boolean).map((d) => path.join(d, 'unshare'))];
+  const onPath = (process.env.PATH ?? '').split(path.delimiter).filter(Boolean);
+  const candidates = [path.join(repoRoot(), '.tools', 'bin', 'unshare'), ...onPath.map((d) => path.join(d, 'unshare'))];
   for (const c of candidates) {
     if (fs.existsSync(c) && spawnSync(c, ['--version'], { timeout: 10_000 }).status === 0) return c;
   }

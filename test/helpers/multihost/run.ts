@@ -22,7 +22,11 @@ async function main(): Promise<number> {
   const t0 = Date.now();
   const say = (line: string) => process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${line}\n`);
   const scenario = new TwoHostScenario({ log: say });
-  const interrupted = () => void scenario.cleanup().finally(() => process.exit(130));
+  const interrupted = () =>
+    void scenario.cleanup().finally(() => {
+      say('interrupted: cleaned up');
+      process.exit(130);
+    });
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   try {

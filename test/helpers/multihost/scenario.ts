@@ -101,9 +101,16 @@ export class TwoHostScenario {
   private readonly floods: Flood[] = [];
   private readonly hanging: HangingSession[] = [];
 
+  /** Hosts and consumers run detached (process groups of their own): they must not outlive this process. */
+  private readonly killOnExit = () => {
+    for (const t of this.hosts) t.killNow();
+    for (const c of this.consumers) c.destroy();
+  };
+
   constructor(opts: ScenarioOptions = {}) {
     this.opts = { floodLoops: 8, ackedEachBeforeKill: 75, ackedAfterDown: 150, afterReturn: 10, log: () => undefined, ...opts };
     this.layout = makeLayout([DEAD, SURVIVOR]);
+    process.once('exit', this.killOnExit);
   }
 
   private say(line: string): void {
@@ -158,7 +165,9 @@ export class TwoHostScenario {
     this.hanging.push(await hangOn(h.ports.frontend, DEAD, `never finished on ${DEAD}`));
     this.hanging.push(await hangOn(h.ports.frontend, SURVIVOR, `never finished on ${SURVIVOR}`));
     const heldFile = (host: string): TmpFile | undefined =>
-      tmpFilesOf(queue, host).find((f) => f.parsed!.kind === 'data' && readHead(path.join(queue, 'tmp', f.name)).includes(`Subject: never finished on ${host}`));
+      tmpFilesOf(queue, host).find(
+        (f) => f.parsed!.kind === 'data' && readHead(path.join(queue, 'tmp', f.name)).includes(`Subject: never finished on ${host}`),
+      );
     await waitFor('both hanging sessions have a tmp file', () => !!heldFile(DEAD) && !!heldFile(SURVIVOR), 15_000);
     const deadHostHanging = heldFile(DEAD)!;
     const survivorHanging = heldFile(SURVIVOR)!;
@@ -221,7 +230,8 @@ export class TwoHostScenario {
     const old = 10 * 60_000;
     const plantedOwn = plantTmp(queue, { base: '50.20260101000000000001.Own', host: DEAD, pid: 1, start: deadInitStart, seq: 1 }, 'data', old);
     const plantedLock = plantConsumerLock(queue, '50.20260101000000000003.Held', DEAD, 1, old);
-    const plantedOthers = [plantTmp(queue, { base: '50.20260101000000000002.Other', host: SURVIVOR, pid: survivor.acceptorPids().at(-1)!, start: '1', seq: 1 }, 'data', old), ...plantedLock];
+    const survivorsDead = { base: '50.20260101000000000002.Other', host: SURVIVOR, pid: survivor.acceptorPids().at(-1)!, start: '1', seq: 1 };
+    const plantedOthers = [plantTmp(queue, survivorsDead, 'data', old), ...plantedLock];
     const before = snapshot(queue);
     const expectedRemoved = ownLeftovers(queue, before, DEAD);
     this.say(`restarting ${DEAD}: ${expectedRemoved.size} leftovers of its own to sweep`);
@@ -254,7 +264,8 @@ export class TwoHostScenario {
     const again = startFlood(h.ports.frontend, 2);
     this.floods.push(again);
     const n = this.opts.afterReturn;
-    await waitFor(`${n} messages acknowledged after ${DEAD} came back`, () => again.acked.size >= n && again.ackedBy(DEAD) > 0 && again.ackedBy(SURVIVOR) > 0, 30_000);
+    const bothServe = () => again.acked.size >= n && again.ackedBy(DEAD) > 0 && again.ackedBy(SURVIVOR) > 0;
+    await waitFor(`${n} messages acknowledged after ${DEAD} came back, by both hosts`, bothServe, 30_000);
     await again.stop();
     const queued = queuedMessages(l);
 
@@ -330,6 +341,7 @@ export class TwoHostScenario {
     for (const c of this.consumers) c.destroy();
     await this.haproxy?.stop();
     for (const t of this.hosts) await t.destroy();
+    process.removeListener('exit', this.killOnExit);
     // Nothing is mounted outside the namespaces, which ended with their last process: only files remain.
     if (process.env.MULTIHOST_KEEP) this.say(`kept ${this.layout.root}`);
     else fs.rmSync(this.layout.root, { recursive: true, force: true });

@@ -88,13 +88,20 @@ export class TrapHost {
     await this.daemon.waitExit(timeoutMs);
   }
 
+  /** Synchronous, for an exit hook: SIGKILL to the namespace's pid 1 and to unshare's process group. */
+  killNow(): void {
+    for (const pid of [this.initPid, -this.daemon.proc.pid!]) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+
   /** Whatever state it is in: unshare's process group, and its namespace through --kill-child. */
   async destroy(): Promise<void> {
-    try {
-      process.kill(this.initPid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
+    this.killNow();
     await this.daemon.destroy();
   }
 }

@@ -131,7 +131,11 @@ export function judge(e: Evidence): { report: Report; checks: Check[] } {
   };
 
   check('no message acknowledged with 250 is lost', lost.length === 0, lost.length ? `missing: ${sample(lost)}` : `${e.ackedIds.size} acknowledged, all consumed`);
-  check('no message is consumed twice', duplicated.length === 0, duplicated.length ? `twice or more: ${sample(duplicated)}` : `${copies.size} distinct messages, each once`);
+  check(
+    'no message is consumed twice',
+    duplicated.length === 0,
+    duplicated.length ? `twice or more: ${sample(duplicated)}` : `${copies.size} distinct messages, each once`,
+  );
   check(
     'every consumed message is byte for byte what was sent, behind our Received header',
     damaged.length === 0 && foreign.length === 0,
