@@ -100,6 +100,8 @@ export class TwoHostScenario {
   private readonly consumers: Consumer[] = [];
   private readonly floods: Flood[] = [];
   private readonly hanging: HangingSession[] = [];
+  /** The consumer's pickup lock planted before the dead host's return (removed by hand at the end). */
+  private plantedLock: string[] = [];
 
   /** Hosts and consumers run detached (process groups of their own): they must not outlive this process. */
   private readonly killOnExit = () => {
@@ -126,8 +128,40 @@ export class TwoHostScenario {
   }
 
   async run(): Promise<Evidence> {
+    const { specs, dead, survivor, acceptorPids } = await this.startHostsAndBalancer();
+    const kinds = this.startConsumers();
+    const kill = await this.floodThroughKill(dead);
+    const drained = await this.drainConsumers(kinds, kill.flood);
+    const survivorSweep = await this.survivorSweeps(survivor, kill.hangingFiles);
+    const { back, returnSweep } = await this.deadHostReturns(specs[DEAD], survivor, kill.deadInitStart);
+    const afterReturn = await this.bothHostsServeAgain();
+    const end = await this.stopBothAndVerify([back, survivor]);
+    return {
+      consumers: kinds,
+      consumersMissing: availableConsumers().missing,
+      acceptorPids,
+      sessions: kill.flood.sessions,
+      ackedIds: drained.ackedIds,
+      killedAt: kill.killedAt,
+      downAt: kill.downAt,
+      consumed: drained.consumed,
+      queueLeftAfterConsumers: drained.queueLeft,
+      survivorSweep,
+      returnSweep,
+      afterReturn,
+      ...end,
+      logs: { [`${DEAD} (first run)`]: dead.logs(), [SURVIVOR]: survivor.logs(), [`${DEAD} (returned)`]: back.logs(), haproxy: this.balancer().logs() },
+    };
+  }
+
+  private balancer(): Haproxy {
+    if (!this.haproxy) throw new Error('HAProxy is not running');
+    return this.haproxy;
+  }
+
+  /** Both hosts on one SMTP port, each on its own loopback address, and HAProxy with both UP. */
+  private async startHostsAndBalancer() {
     const l = this.layout;
-    const queue = l.sharedQueue;
     const [smtpPort, metricsPort] = [await freePort(), await freePort()];
     const spec = (name: string, address: string): TrapHostSpec => ({
       name,
@@ -137,25 +171,33 @@ export class TwoHostScenario {
       // The returning host's start sweep needs its leftovers to be only this old; SHUTDOWN_GRACE_MS keeps stops short.
       env: { PROXY_FROM: '127.0.0.1/32', SPOOL_SWEEP_MIN_AGE_MS: '2000', SHUTDOWN_GRACE_MS: '3000' },
     });
-    const specs = { [DEAD]: spec(DEAD, '127.0.10.1'), [SURVIVOR]: spec(SURVIVOR, '127.0.10.2') };
-
-    this.say(`spool ${l.spoolDir} on each host; shared queue ${queue} bound at ${path.join(l.spoolDir, 'incoming')}`);
+    const specs: Record<string, TrapHostSpec> = { [DEAD]: spec(DEAD, '127.0.10.1'), [SURVIVOR]: spec(SURVIVOR, '127.0.10.2') };
+    this.say(`spool ${l.spoolDir} on each host; shared queue ${l.sharedQueue} bound at ${path.join(l.spoolDir, 'incoming')}`);
     const [dead, survivor] = await this.startHosts([specs[DEAD], specs[SURVIVOR]]);
     const acceptorPids = { [DEAD]: dead.acceptorPids()[0], [SURVIVOR]: survivor.acceptorPids()[0] };
     this.say(`hosts up: ${DEAD} acceptor pid ${acceptorPids[DEAD]}, ${SURVIVOR} acceptor pid ${acceptorPids[SURVIVOR]} (each in its own pid namespace)`);
 
-    const h = (this.haproxy = await startBalancer([
-      { name: DEAD, address: specs[DEAD].address, port: smtpPort },
-      { name: SURVIVOR, address: specs[SURVIVOR].address, port: smtpPort },
-    ]));
+    const h = (this.haproxy = await startBalancer([DEAD, SURVIVOR].map((name) => ({ name, address: specs[name].address, port: smtpPort }))));
     await waitServerUp(h, BACKEND, DEAD, 15_000);
     await waitServerUp(h, BACKEND, SURVIVOR, 15_000);
     this.say(`haproxy on 127.0.0.1:${h.ports.frontend}: both servers UP (L7OK through PROXY v2 LOCAL checks)`);
+    return { specs, dead, survivor, acceptorPids };
+  }
 
+  private startConsumers(): ConsumerKind[] {
     const { kinds, missing } = availableConsumers();
-    for (const k of kinds) this.consumers.push(startConsumer(k, l));
+    for (const k of kinds) this.consumers.push(startConsumer(k, this.layout));
     this.say(`consumers: ${kinds.join(', ')}${missing.length ? `; not run: ${missing.join('; ')}` : ''}`);
+    return kinds;
+  }
 
+  /**
+   * The flood until both hosts have acknowledged enough, a session left inside DATA on each, the kill, HAProxy's
+   * DOWN, and the flood on the survivor alone until it has acknowledged enough more.
+   */
+  private async floodThroughKill(dead: TrapHost) {
+    const h = this.balancer();
+    const queue = this.layout.sharedQueue;
     const flood = startFlood(h.ports.frontend, this.opts.floodLoops);
     this.floods.push(flood);
     const each = this.opts.ackedEachBeforeKill;
@@ -169,8 +211,7 @@ export class TwoHostScenario {
         (f) => f.parsed!.kind === 'data' && readHead(path.join(queue, 'tmp', f.name)).includes(`Subject: never finished on ${host}`),
       );
     await waitFor('both hanging sessions have a tmp file', () => !!heldFile(DEAD) && !!heldFile(SURVIVOR), 15_000);
-    const deadHostHanging = heldFile(DEAD)!;
-    const survivorHanging = heldFile(SURVIVOR)!;
+    const hangingFiles = { dead: heldFile(DEAD)!, survivor: heldFile(SURVIVOR)! };
     const deadInitStart = dead.startTicks(1);
 
     const watch = watchForDown(h, DEAD);
@@ -184,11 +225,15 @@ export class TwoHostScenario {
     await waitFor(`${more} messages acknowledged by ${SURVIVOR} after the failover`, () => flood.ackedBy(SURVIVOR, downAt) >= more, 60_000);
     await flood.stop();
     this.say(`flood stopped: ${flood.sessions.length} sessions, ${flood.acked.size} acknowledged`);
+    return { flood, killedAt, downAt, hangingFiles, deadInitStart };
+  }
 
-    // Consumers: every acknowledged message taken, then they stop on an empty queue.
+  /** Every acknowledged message taken (bounded), then the consumers stop on an empty queue. */
+  private async drainConsumers(kinds: ConsumerKind[], flood: Flood) {
+    const l = this.layout;
     const ackedIds = new Set(flood.acked.keys());
     const consumedIds = () => new Set(readConsumed(l, kinds).map((c) => idOf(c.message)));
-    // Bounded, and not fatal: a message that never comes is what the report counts as lost.
+    // Not fatal: a message that never comes is what the report counts as lost.
     await waitFor('every acknowledged message consumed', () => {
       const got = consumedIds();
       return [...ackedIds].every((id) => got.has(id));
@@ -196,11 +241,16 @@ export class TwoHostScenario {
     fs.writeFileSync(l.stopFile, '');
     for (const c of this.consumers) await c.waitExit(60_000);
     const consumed = readConsumed(l, kinds);
-    const queueLeftAfterConsumers = fs.readdirSync(path.join(queue, 'queue'));
     this.say(`consumed ${consumed.length} (${kinds.map((k) => `${k} ${consumed.filter((c) => c.consumer === k).length}`).join(', ')})`);
+    return { ackedIds, consumed, queueLeft: fs.readdirSync(path.join(l.sharedQueue, 'queue')) };
+  }
 
-    // The survivor sweeps at once after one of its acceptors dies, with that pid among the known dead: the pid the
-    // dead host's hanging file carries too, when the pid namespaces numbered both alike.
+  /**
+   * The survivor sweeps at once after one of its acceptors dies, with that pid among the known dead: the pid the
+   * dead host's hanging file carries too, when the pid namespaces numbered both alike.
+   */
+  private async survivorSweeps(survivor: TrapHost, hangingFiles: { dead: TmpFile; survivor: TmpFile }): Promise<Evidence['survivorSweep']> {
+    const queue = this.layout.sharedQueue;
     const deadHostBefore = tmpFilesOf(queue, DEAD);
     const survivorBefore = tmpFilesOf(queue, SURVIVOR);
     const victimPid = survivor.acceptorPids().at(-1)!;
@@ -211,44 +261,51 @@ export class TwoHostScenario {
     await survivor.daemon.waitForLog(sweepRe, 15_000, sweeps + 1);
     await survivor.daemon.waitForLog(/ info listening proc=acceptor0 /, 15_000, listening + 1);
     for (const s of this.hanging.splice(0)) s.close();
-    const survivorSweep = {
+    const sweptLine = lastMatch(survivor.logs(), sweepRe);
+    this.say(`${SURVIVOR} swept after its acceptor ${victimPid} died: ${sweptLine.replace(/^.* why=/, 'why=')}`);
+    return {
       deadHostBefore,
       deadHostAfter: tmpFilesOf(queue, DEAD),
       survivorBefore,
       survivorAfter: tmpFilesOf(queue, SURVIVOR),
       victimPid,
-      deadHostHanging,
-      survivorHanging,
-      sweptLine: lastMatch(survivor.logs(), sweepRe),
+      deadHostHanging: hangingFiles.dead,
+      survivorHanging: hangingFiles.survivor,
+      sweptLine,
       actions: survivor.logs().split('\n').filter((line) => / warn sweep /.test(line)),
     };
-    this.say(`${SURVIVOR} swept after its acceptor ${victimPid} died: ${survivorSweep.sweptLine.replace(/^.* why=/, 'why=')}`);
+  }
 
-    // The dead host comes back under its name, in fresh namespaces. Planted first: a leftover of its own named by
-    // pid 1 (its new primary's pid) with the old pid 1's start time, a dead writer's file of the survivor's, and a
-    // consumer's pickup lock; the first must go, the others stay.
+  /**
+   * The dead host comes back under its name, in fresh namespaces. Planted first: a leftover of its own named by
+   * pid 1 (its new primary's pid) with the old pid 1's start time, a dead writer's file of the survivor's, and a
+   * consumer's pickup lock; the first must go, the others stay.
+   */
+  private async deadHostReturns(spec: TrapHostSpec, survivor: TrapHost, deadInitStart: string) {
+    const l = this.layout;
+    const queue = l.sharedQueue;
     const old = 10 * 60_000;
     const plantedOwn = plantTmp(queue, { base: '50.20260101000000000001.Own', host: DEAD, pid: 1, start: deadInitStart, seq: 1 }, 'data', old);
-    const plantedLock = plantConsumerLock(queue, '50.20260101000000000003.Held', DEAD, 1, old);
+    this.plantedLock = plantConsumerLock(queue, '50.20260101000000000003.Held', DEAD, 1, old);
     const survivorsDead = { base: '50.20260101000000000002.Other', host: SURVIVOR, pid: survivor.acceptorPids().at(-1)!, start: '1', seq: 1 };
-    const plantedOthers = [plantTmp(queue, survivorsDead, 'data', old), ...plantedLock];
+    const plantedOthers = [plantTmp(queue, survivorsDead, 'data', old), ...this.plantedLock];
     const before = snapshot(queue);
     const expectedRemoved = ownLeftovers(queue, before, DEAD);
     this.say(`restarting ${DEAD}: ${expectedRemoved.size} leftovers of its own to sweep`);
+
     // A supervisor brings a dead host back within seconds, while its spool lock is still fresh; this run's steps
     // since the kill may have taken longer. Dated now, the lock is as fresh as at the kill, so the start meets a
     // holder named pid 1 on this host, its own pid and name, every time.
     const lock = path.join(l.hostSpool(DEAD), LOCK_NAME);
     fs.utimesSync(lock, new Date(), new Date());
     const restartedAt = Date.now();
-    const [back] = await this.startHosts([specs[DEAD]]);
+    const [back] = await this.startHosts([spec]);
     const restartMs = Date.now() - restartedAt;
     const startSweep = / info swept proc=primary pid=\d+ why=start [^\n]*/;
     await back.daemon.waitForLog(startSweep, 5_000);
-    const after = snapshot(queue);
-    const returnSweep = {
+    const returnSweep: Evidence['returnSweep'] = {
       before,
-      after,
+      after: snapshot(queue),
       expectedRemoved,
       plantedOwn,
       plantedOthers,
@@ -258,8 +315,12 @@ export class TwoHostScenario {
       restartMs,
     };
     this.say(`${DEAD} back: ${returnSweep.sweptLine.replace(/^.* why=/, 'why=')}`);
+    return { back, returnSweep };
+  }
 
-    // HAProxy takes it back, and both hosts file messages again.
+  /** HAProxy takes the returned host back, and both file messages again; they stay queued for dq-verify. */
+  private async bothHostsServeAgain(): Promise<Evidence['afterReturn']> {
+    const h = this.balancer();
     await waitServerUp(h, BACKEND, DEAD, 15_000);
     const again = startFlood(h.ports.frontend, 2);
     this.floods.push(again);
@@ -267,37 +328,24 @@ export class TwoHostScenario {
     const bothServe = () => again.acked.size >= n && again.ackedBy(DEAD) > 0 && again.ackedBy(SURVIVOR) > 0;
     await waitFor(`${n} messages acknowledged after ${DEAD} came back, by both hosts`, bothServe, 30_000);
     await again.stop();
-    const queued = queuedMessages(l);
+    return { acked: again.acked, queued: queuedMessages(this.layout) };
+  }
 
-    // Both stop as a service manager stops them; the consumer lock we planted goes as an operator would remove it.
+  /**
+   * Both stop as a service manager stops them; the consumer lock planted earlier goes as an operator removes a dead
+   * consumer's lock by hand; then the last jobs are taken and the queue must be left with no file at all.
+   */
+  private async stopBothAndVerify(hosts: TrapHost[]) {
+    const queue = this.layout.sharedQueue;
     const stops: Evidence['stops'] = {};
-    for (const t of [back, survivor]) {
+    for (const t of hosts) {
       await t.stop();
       stops[t.name] = { code: t.daemon.exitCode, signal: t.daemon.exitSignal };
     }
-    for (const p of plantedLock) fs.rmSync(path.join(queue, p), { force: true });
+    for (const p of this.plantedLock) fs.rmSync(path.join(queue, p), { force: true });
     const tmpAtEnd = listTmp(queue).map((f) => f.name);
-    const dqVerify = await this.verifyAndDrain(queued.length);
-
-    return {
-      consumers: kinds,
-      consumersMissing: missing,
-      acceptorPids,
-      sessions: flood.sessions,
-      ackedIds,
-      killedAt,
-      downAt,
-      consumed,
-      queueLeftAfterConsumers,
-      survivorSweep,
-      returnSweep,
-      afterReturn: { acked: again.acked, queued },
-      stops,
-      tmpAtEnd,
-      filesAtEnd: [...snapshot(queue).keys()],
-      dqVerify,
-      logs: { [`${DEAD} (first run)`]: dead.logs(), [SURVIVOR]: survivor.logs(), [`${DEAD} (returned)`]: back.logs(), haproxy: h.logs() },
-    };
+    const dqVerify = await this.verifyAndDrain(queuedMessages(this.layout).length);
+    return { stops, tmpAtEnd, filesAtEnd: [...snapshot(queue).keys()], dqVerify };
   }
 
   /**
