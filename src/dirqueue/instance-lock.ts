@@ -1,13 +1,14 @@
 /**
  * One trap instance per spool per host: two instances would sweep each other's tmp/ files and double-count queues.
  * proper-lockfile keeps a lock directory fresh by touching it; a SIGKILLed holder stops touching and its lock is
- * taken over once it is older than staleMs. A pid file beside the lock names the holder in the refusal message.
+ * taken over once it is older than staleMs. A pid file beside the lock names the holder ("PID\nHOST\nSTART\n", START
+ * being its start time in clock ticks since boot) in the refusal message, and tells a dead local holder from a live one.
  */
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import lockfile from 'proper-lockfile';
-import { processExists } from '../pid';
+import { ownStartTicks, writerAlive } from '../pid';
 import { EXIT_LOCK_LOST } from '../exit-codes';
 
 export const LOCK_NAME = '.spamtrapd.lock';
@@ -44,22 +45,34 @@ function defaultOnCompromised(spoolDir: string): (err: Error) => void {
   };
 }
 
-async function readHolderFile(pidFile: string): Promise<{ pid: number; host: string } | null> {
+interface Holder {
+  pid: number;
+  host: string;
+  /** Absent in pid files written before it was recorded. */
+  start?: string;
+}
+
+async function readHolderFile(pidFile: string): Promise<Holder | null> {
   try {
-    const [pid, host] = (await fsp.readFile(pidFile, 'utf8')).split('\n');
-    return /^\d+$/.test(pid) ? { pid: Number(pid), host: host ?? '' } : null;
+    const [pid, host, start] = (await fsp.readFile(pidFile, 'utf8')).split('\n');
+    if (!/^\d+$/.test(pid)) return null;
+    return { pid: Number(pid), host: host ?? '', ...(start && /^\d+$/.test(start) ? { start } : {}) };
   } catch {
     return null;
   }
 }
 
-function describeHolder(h: { pid: number; host: string } | null): string | null {
+function describeHolder(h: Holder | null): string | null {
   return h ? `pid ${h.pid}${h.host ? ` on ${h.host}` : ''}` : null;
 }
 
-/** The holder is provably gone: it ran on this host and its pid no longer exists. */
-function holderIsDead(h: { pid: number; host: string } | null): boolean {
-  return !!h && h.host === os.hostname() && !processExists(h.pid);
+/**
+ * The holder is provably gone: it ran on this host and no process has its pid with its start time. The pid alone
+ * is not enough: a trap restarted in a fresh pid namespace (a container's pid 1) gets its dead predecessor's pid,
+ * and would otherwise take itself for the holder and refuse to start.
+ */
+function holderIsDead(h: Holder | null): boolean {
+  return !!h && h.host === os.hostname() && !writerAlive(h.pid, h.start);
 }
 
 /** Resolves to release(); rejects with SpoolLockedError while another live instance holds the spool. */
@@ -96,7 +109,7 @@ export async function acquireSpoolLock(spoolDir: string, opts: SpoolLockOptions 
     }
   }
   // Written after the lock is ours, so a stale pid file from a dead holder is simply replaced.
-  await fsp.writeFile(pidFile, `${process.pid}\n${os.hostname()}\n`);
+  await fsp.writeFile(pidFile, `${process.pid}\n${os.hostname()}\n${ownStartTicks() ?? ''}\n`);
   return async () => {
     await fsp.unlink(pidFile).catch(() => undefined);
     await release();
