@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import ipaddr from 'ipaddr.js';
-import { parseCidrList } from '../src/intel/address';
+import { parseCidrList, toCidrs } from '../src/ip-address';
 import { Listing } from '../src/intel/listing';
 import type { ListingPolicy } from '../src/intel/listing-policy';
 import { ipv6ZonePath, txtText, writeZoneFiles } from '../src/intel/zone';
@@ -17,7 +17,7 @@ const DAY = 86_400_000;
 const ZONE = 'bl.spamtrapd.test';
 
 function trapListing(): Listing {
-  const policy: ListingPolicy = { minHits: 2, ttlMs: 7 * DAY, exclude: parseCidrList('203.0.113.0/24') };
+  const policy: ListingPolicy = { minHits: 2, ttlMs: 7 * DAY, exclude: toCidrs(parseCidrList('LISTING_EXCLUDE', '203.0.113.0/24')) };
   const l = new Listing(100, policy);
   const hit = (ip: string, n: number, at: number) => {
     for (let i = 0; i < n; i++) l.message(ip, at, { recipients: ['t@trap.example'], helo: 'bot', fingerprint: null });

@@ -8,7 +8,7 @@ import { createLogger, type Logger } from '../log';
 import { startWorkerMetrics } from '../metrics';
 import { createObserver } from '../metrics/observer';
 import { dropPrivileges, runAsFromEnv } from '../privileges';
-import { cidrMatcher } from '../config/cidr-list';
+import { cidrMatcher } from '../ip-address';
 import { TrapServer, type TrapConnection, type TrapProxyOptions } from '../smtp/overrides';
 import { createReverseLookup } from '../smtp/rdns';
 import { createSessionHandlers, type RuleSet } from '../smtp/session';

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { LogLevel } from '../log';
-import { parseCidrList } from './cidr-list';
+import { parseCidrList } from '../ip-address';
 import type { RcptDefaultCode } from './rcpt-regexp';
 
 /** What a parser may need besides the value: where relative paths start, and the host's facts for computed defaults. */

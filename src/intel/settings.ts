@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import { ConfigError } from '../errors';
-import { parseCidrList, type Cidr } from './address';
+import { parseCidrList, toCidrs, type Cidr } from '../ip-address';
 
 const SECOND = 1000;
 const DAY = 86_400 * SECOND;
@@ -132,7 +132,7 @@ export function readIntelSettings(env: Record<string, string | undefined>, spool
   const excludeText = raw('LISTING_EXCLUDE') ?? '';
   let listingExclude: Cidr[] = [];
   try {
-    listingExclude = parseCidrList(excludeText);
+    listingExclude = toCidrs(parseCidrList('LISTING_EXCLUDE', excludeText));
   } catch (err) {
     bad('LISTING_EXCLUDE', excludeText, (err as Error).message);
   }
