@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError } from '../src/errors';
 import { canonicalAddress, parseCidrList, toCidrs } from '../src/ip-address';
 import { excluded, expired, listed, type ListingPolicy } from '../src/intel/listing-policy';
-import { INTEL_SETTINGS, parseDuration, readIntelSettings } from '../src/intel/settings';
 
 const DAY = 86_400_000;
 const policy = (p: Partial<ListingPolicy> = {}): ListingPolicy => ({ minHits: 1, ttlMs: 7 * DAY, exclude: [], ...p });
@@ -57,54 +55,5 @@ describe('listing policy', () => {
       assert.equal(listed({ ip, messages: 99, lastSeen: now }, now, p), false, ip);
     }
     for (const ip of ['192.0.3.7', '2001:db9::1', '198.51.101.1']) assert.equal(excluded(p, ip), false, ip);
-  });
-});
-
-describe('listing settings', () => {
-  it('has the issue\'s defaults', () => {
-    const s = readIntelSettings({}, '/var/spool/spamtrapd');
-    assert.equal(s.listingMinHits, 1);
-    assert.equal(s.listingTtlMs, 7 * DAY);
-    assert.deepEqual(s.listingExclude, []);
-    assert.equal(s.listingMaxEntries, 1_000_000);
-    assert.equal(s.listingWriteIntervalMs, 60_000);
-    assert.equal(s.listingZoneFile, '/var/spool/spamtrapd/.listing/listing.ip4set');
-    assert.equal(s.listingStateFile, '/var/spool/spamtrapd/.listing/listing.jsonl');
-    assert.equal(s.fingerprintMetricTop, INTEL_SETTINGS.FINGERPRINT_METRIC_TOP.default);
-  });
-
-  it('reads durations with units, digits alone as seconds', () => {
-    assert.equal(parseDuration('7d'), 7 * DAY);
-    assert.equal(parseDuration('12h'), 12 * 3_600_000);
-    assert.equal(parseDuration('90m'), 90 * 60_000);
-    assert.equal(parseDuration('2w'), 14 * DAY);
-    assert.equal(parseDuration('30'), 30_000);
-    assert.equal(parseDuration('3 S'), 3000);
-    assert.equal(parseDuration('1.5h'), null);
-    assert.equal(readIntelSettings({ LISTING_TTL: '2s' }, '/s').listingTtlMs, 2000);
-  });
-
-  it('names the variable and the allowed range of a bad value', () => {
-    const cases: Array<[string, string, RegExp]> = [
-      ['LISTING_MIN_HITS', '0', /from 1 to 1000000/],
-      ['LISTING_TTL', '0s', /duration from 1s to 365d/],
-      ['LISTING_TTL', 'soon', /duration/],
-      ['LISTING_EXCLUDE', '10.0.0.1/8', /host bits are set/],
-      ['LISTING_MAX_ENTRIES', '-1', /whole number/],
-      ['LISTING_WRITE_INTERVAL_MS', '10', /from 1000 to 3600000/],
-    ];
-    for (const [name, value, reason] of cases) {
-      assert.throws(
-        () => readIntelSettings({ [name]: value }, '/s'),
-        (e: unknown) => e instanceof ConfigError && e.where === name && reason.test(e.reason),
-        `${name}=${value}`,
-      );
-    }
-  });
-
-  it('resolves LISTING_ZONE_FILE and reads LISTING_EXCLUDE', () => {
-    const s = readIntelSettings({ LISTING_ZONE_FILE: '/srv/rbldnsd/trap.ip4set', LISTING_EXCLUDE: '192.0.2.0/24, ::1' }, '/s');
-    assert.equal(s.listingZoneFile, '/srv/rbldnsd/trap.ip4set');
-    assert.deepEqual(s.listingExclude.map((c) => c.text), ['192.0.2.0/24', '::1/128']);
   });
 });
