@@ -3,6 +3,7 @@
  * re-read on the primary's say (SIGHUP), and SIGTERM drains: sessions in DATA finish, others get 421.
  */
 import { rulesOf, type RunningConfig } from '../config/running-config';
+import { IntelEventBatcher } from '../intel/events';
 import type { WorkerToPrimary } from '../ipc';
 import { createLogger, type Logger } from '../log';
 import { startWorkerMetrics } from '../metrics';
@@ -17,6 +18,9 @@ import { Spool } from '../spool';
 import { EXIT_FATAL } from '../exit-codes';
 import { VERSION } from '../version';
 import { connectToPrimary, exitAfterFinalPush } from '../worker-process';
+
+/** How long a stopping acceptor waits for its last intel events to reach the primary. */
+const INTEL_FLUSH_MS = 2000;
 
 /** Rules and routes from the text the primary handed over; skipped rcpt_regexp lines are the primary's to report. */
 function ruleSetOf(config: RunningConfig): RuleSet {
@@ -54,6 +58,8 @@ export async function runAcceptor(): Promise<void> {
 
   const metrics = startWorkerMetrics({ slot, intervalMs: cfg.metricsPushIntervalMs });
   const observer = createObserver(metrics);
+  // Filed messages and ended sessions, for the primary's listing, tail and fingerprint metric (docs/listing.md).
+  const intel = new IntelEventBatcher({ slot: String(slot) });
   const tls = await loadTlsMaterial({
     keyFile: cfg.tlsKeyFile,
     certFile: cfg.tlsCertFile,
@@ -83,6 +89,7 @@ export async function runAcceptor(): Promise<void> {
     spool,
     reverseLookup: createReverseLookup(cfg.rdnsTimeoutMs),
     observer,
+    intel,
     log,
     accepting: () => accepting,
   });
@@ -168,7 +175,10 @@ export async function runAcceptor(): Promise<void> {
     server.close(async () => {
       const deadline = Date.now() + 5000;
       while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      log.info('stopped', { in_data: inFlight });
+      // smtp-server reports a closed session on the next turn: let those land before the last batch goes out.
+      await new Promise((r) => setImmediate(r));
+      await Promise.race([intel.flush(), new Promise((r) => setTimeout(r, INTEL_FLUSH_MS).unref())]);
+      log.info('stopped', { in_data: inFlight, intel_events_dropped: intel.dropped });
       await exitAfterFinalPush(metrics, exitCode);
     });
   };
