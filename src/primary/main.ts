@@ -2,7 +2,7 @@
  * The primary: the one source of configuration (it reads `.env` and config/ at start and on SIGHUP and hands the
  * validated result to every process it forks), holder of the spool's instance lock, sweeper of crash leftovers,
  * keeper of the acceptor slots (and of the relay while a forward destination needs it), keeper of the listing of
- * client addresses (src/intel/trap-intel.ts), server of /metrics and /healthz, and the place where
+ * client addresses (src/intel/trap-intel.ts), server of /metrics, /healthz, /listing and /tail, and the place where
  * SIGHUP and SIGTERM become reload and drain. It never touches a message itself.
  */
 import fs from 'node:fs';
@@ -13,6 +13,8 @@ import type { Route } from '../config/routes';
 import { acquireSpoolLock, findQueueDirs, sweepSpool } from '../dirqueue';
 import { EXIT_LOCK_LOST } from '../exit-codes';
 import { isIntelBatch } from '../intel/events';
+import { listingRoute } from '../intel/listing-http';
+import { tailRoute } from '../intel/tail-http';
 import { TrapIntel } from '../intel/trap-intel';
 import type { PrimaryToWorker } from '../ipc';
 import { isWorkerHello, listeningSlot } from '../ipc';
@@ -96,7 +98,14 @@ export async function runPrimary(env: NodeJS.ProcessEnv = process.env): Promise<
   aggregator.start();
   // Loaded before any acceptor runs, so no event lands in a listing that is still being read from disk.
   const intel = await TrapIntel.start(cfg, aggregator.registry, log);
-  const metricsServer = await startMetricsServer({ host: cfg.metricsHost, port: cfg.metricsPort, aggregator, health });
+  const listingSource = { listing: intel.keeper.listing, fingerprints: intel.fingerprints, topRecipients: intel.topRecipients };
+  const metricsServer = await startMetricsServer({
+    host: cfg.metricsHost,
+    port: cfg.metricsPort,
+    aggregator,
+    health,
+    routes: { '/listing': listingRoute(listingSource), '/tail': tailRoute(intel.tail) },
+  });
   log.info('metrics', { host: cfg.metricsHost, port: metricsServer.address().port });
 
   let stopping = false;
