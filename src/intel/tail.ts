@@ -29,7 +29,8 @@ export function tailEventOf(e: FiledMessageEvent, seq: number): TailEvent {
     helo: e.helo,
     mailFrom: e.mailFrom,
     recipients: e.copies.flatMap((c) => c.recipients),
-    queues: e.copies.map((c) => c.queue),
+    // A queue can hold two copies of the list (recipients that count for the listing and those that do not).
+    queues: [...new Set(e.copies.map((c) => c.queue))],
     size: e.size,
     fingerprint: e.fingerprint,
   };
@@ -169,6 +170,37 @@ export function formatTailJson(e: TailEvent): string {
     size: e.size,
     fingerprint: e.fingerprint,
   });
+}
+
+/** formatTailJson's line back into an event, for the `spamtrapd tail` client; null when it is not one. */
+export function parseTailJson(line: string): TailEvent | null {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+  const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+  const at = typeof o?.time === 'string' ? Date.parse(o.time) : NaN;
+  if (
+    typeof o !== 'object' || o === null || Number.isNaN(at) ||
+    typeof o.seq !== 'number' || typeof o.ip !== 'string' || (o.helo !== null && typeof o.helo !== 'string') ||
+    typeof o.mail_from !== 'string' || !strings(o.recipients) || !strings(o.queues) ||
+    typeof o.size !== 'number' || typeof o.fingerprint !== 'string'
+  ) {
+    return null;
+  }
+  return {
+    seq: o.seq,
+    at,
+    ip: o.ip,
+    helo: o.helo as string | null,
+    mailFrom: o.mail_from,
+    recipients: o.recipients,
+    queues: o.queues,
+    size: o.size,
+    fingerprint: o.fingerprint,
+  };
 }
 
 export function formatDroppedLine(n: number): string {
