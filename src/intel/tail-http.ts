@@ -1,9 +1,10 @@
 /**
  * GET /tail on the metrics port: the live tail as server-sent events, one `message` event per filed message (its
  * data is formatTailJson's line) and a `dropped` event ({"dropped":N}) when this reader fell behind and lost N.
- * Each reader has its own bounded queue in the TailHub (TAIL_BUFFER events): while its connection does not take what
- * was written (the socket's buffers are full), nothing more is taken from the queue, so its oldest events are dropped
- * and counted there and the primary never holds more for it. A comment line every keep-alive interval keeps idle
+ * Each reader has its own bounded queue in the TailHub (TAIL_BUFFER events), emptied into its connection once per
+ * turn of the event loop, or at once when a burst fills it. While the connection does not take what was written
+ * (the socket's buffers are full), nothing more is taken from the queue, so its oldest events are dropped and counted
+ * there and the primary never holds more for it than MAX_UNSENT_BYTES. A comment line every keep-alive interval keeps idle
  * proxies from closing the stream. At most INTEL_LIMITS.tail.maxSubscribers readers: one more gets 503.
  */
 import { sendText, type HttpRoute } from '../metrics/primary';
@@ -18,6 +19,11 @@ export interface TailRouteOptions {
 }
 
 const TEXT = 'text/plain; charset=utf-8';
+/**
+ * Bytes written to a reader's connection and not yet taken by its socket, beyond which nothing more is taken from its
+ * queue: room for a burst (about 900 events), and a bound on what the primary holds per reader.
+ */
+const MAX_UNSENT_BYTES = 256 * 1024;
 
 export function tailRoute(hub: TailHub, opts: TailRouteOptions = {}): HttpRoute {
   const keepAliveMs = opts.keepAliveMs ?? 15_000;
@@ -36,7 +42,8 @@ export function tailRoute(hub: TailHub, opts: TailRouteOptions = {}): HttpRoute 
       const { events, dropped } = sub.take(batchMax);
       let out = dropped > 0 ? sseEvent('dropped', formatDroppedJson(dropped)) : '';
       for (const e of events) out += sseEvent('message', formatTailJson(e));
-      if (out !== '' && !res.write(out)) {
+      if (out !== '') res.write(out);
+      if (res.writableLength > MAX_UNSENT_BYTES) {
         waitingForDrain = true;
         res.once('drain', () => {
           waitingForDrain = false;
@@ -51,7 +58,9 @@ export function tailRoute(hub: TailHub, opts: TailRouteOptions = {}): HttpRoute 
       scheduled = true;
       setImmediate(pump);
     };
-    const maybeSub = hub.subscribe(schedule);
+    // A burst bigger than the queue is taken at once while the connection keeps up; only a reader whose socket
+    // leaves too much unsent (waitingForDrain) loses events.
+    const maybeSub = hub.subscribe(schedule, pump);
     if (maybeSub === null) {
       return sendText(res, 503, TEXT, `${INTEL_LIMITS.tail.maxSubscribers} tail readers are connected already; try again later\n`, { 'Retry-After': '5' });
     }

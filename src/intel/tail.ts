@@ -54,6 +54,7 @@ export class TailSubscription {
     limit: number,
     private readonly onReady: () => void,
     private readonly onClose: (s: TailSubscription) => void,
+    private readonly onFull: () => void = () => undefined,
   ) {
     this.ring = new Array(limit);
   }
@@ -66,10 +67,14 @@ export class TailSubscription {
     return this.length;
   }
 
-  /** Called by the hub. Wakes the reader when its queue stops being empty. */
+  /**
+   * Called by the hub. Wakes the reader when its queue stops being empty, and gives it a last chance to take its
+   * events when the queue is full (a burst published in one go), so only a reader that cannot take them loses some.
+   */
   push(e: TailEvent): void {
     if (this.closed) return;
     const cap = this.ring.length;
+    if (this.length === cap) this.onFull();
     if (this.length === cap) {
       this.head = (this.head + 1) % cap;
       this.length--;
@@ -124,13 +129,21 @@ export class TailHub {
     return n;
   }
 
-  /** A new reader, or null when maxSubscribers are already reading. `onReady` runs when its queue gets an event. */
-  subscribe(onReady: () => void): TailSubscription | null {
+  /**
+   * A new reader, or null when maxSubscribers are already reading. `onReady` runs when its queue gets an event;
+   * `onFull`, when an event arrives at a full queue: a reader that takes its events there and then loses none.
+   */
+  subscribe(onReady: () => void, onFull?: () => void): TailSubscription | null {
     if (this.subs.size >= this.opts.maxSubscribers) return null;
-    const s = new TailSubscription(this.opts.queueLimit, onReady, (closed) => {
-      this.subs.delete(closed);
-      this.droppedByClosed += closed.dropped;
-    });
+    const s = new TailSubscription(
+      this.opts.queueLimit,
+      onReady,
+      (closed) => {
+        this.subs.delete(closed);
+        this.droppedByClosed += closed.dropped;
+      },
+      onFull,
+    );
     this.subs.add(s);
     return s;
   }
