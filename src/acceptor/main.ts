@@ -175,8 +175,9 @@ export async function runAcceptor(): Promise<void> {
     server.close(async () => {
       const deadline = Date.now() + 5000;
       while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      // smtp-server reports a closed session on the next turn: let those land before the last batch goes out.
-      await new Promise((r) => setImmediate(r));
+      // The server counts a connection gone before smtp-server reports its session closed (a turn or two later):
+      // wait for those reports, whose session ends go out in the last batch.
+      while (handlers.openSessions() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
       await Promise.race([intel.flush(), new Promise((r) => setTimeout(r, INTEL_FLUSH_MS).unref())]);
       log.info('stopped', { in_data: inFlight, intel_events_dropped: intel.dropped });
       await exitAfterFinalPush(metrics, exitCode);

@@ -105,11 +105,15 @@ function via(session: TrapSession): { proxy?: string } {
 export function createSessionHandlers(deps: SessionDeps): Pick<
   SMTPServerOptions,
   'onConnect' | 'onSecure' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'
-> & { hooks: Pick<TrapHooks, 'onEarlyTalker' | 'onReply'> } {
+> & { hooks: Pick<TrapHooks, 'onEarlyTalker' | 'onReply'>; openSessions(): number } {
   const { settings, observer, log } = deps;
   const perIp = new Map<string, number>();
+  // Sessions whose onClose has not run yet: a stopping acceptor waits for them, so their ends are reported.
+  let open = 0;
 
   return {
+    openSessions: () => open,
+
     hooks: {
       onEarlyTalker(session) {
         observer.earlyTalker();
@@ -150,6 +154,7 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
         notes: new Map(),
         transactions: 0,
       });
+      open++;
       if (client) observer.connectionOpened();
       callback();
     },
@@ -200,6 +205,7 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
       const state = states.get(session);
       if (!state) return;
       states.delete(session);
+      open--;
       if (!state.client) return;
       const ip = session.remoteAddress;
       if (settings.maxConnectionsPerIp > 0) {
