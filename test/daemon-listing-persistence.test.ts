@@ -73,6 +73,28 @@ describe('the listing over time and restarts', () => {
     }
   });
 
+  test('SIGHUP applies a new threshold and new exclusions to the running listing', async () => {
+    const d = await startDaemon({ workers: 1, env: { LISTING_WRITE_INTERVAL_MS: '1000' } });
+    try {
+      await session(d.port, '127.0.7.4', [['hup@trap.test']]);
+      await session(d.port, '127.0.7.5', [['hup@trap.test']]);
+      await waitForEntry(d.metricsPort, '127.0.7.5', (e) => e?.connections === 1);
+      await waitUntil('the zone to list both', () => /^127\.0\.7\.4 /m.test(readOr(zoneFile(d))) && /^127\.0\.7\.5 /m.test(readOr(zoneFile(d))));
+      // The daemon's environment does not set these, so its .env decides, and a SIGHUP reads it again.
+      fs.writeFileSync(path.join(d.workDir, '.env'), 'LISTING_EXCLUDE=127.0.7.4\nLISTING_MIN_HITS=2\n');
+      d.proc.kill('SIGHUP');
+      await d.waitForLog(/ info listing_policy .*min_hits=2 .*exclude=127\.0\.7\.4\/32 dropped_excluded=1/);
+      assert.equal(await listingEntry(d.metricsPort, '127.0.7.4'), undefined, 'an excluded entry goes at once');
+      const kept = await listingEntry(d.metricsPort, '127.0.7.5');
+      assert.deepEqual([kept?.messages, kept?.listed], [1, false], 'below the new threshold: kept, not listed');
+      await waitUntil('the zone to list neither', () => /^:127\.0\.0\.2:$/m.test(readOr(zoneFile(d))) && !/^127\.0\.7\./m.test(readOr(zoneFile(d))));
+      assert.doesNotMatch(d.logs(), /reload_deferred/);
+    } finally {
+      await d.destroy();
+      d.cleanup();
+    }
+  });
+
   test('SIGTERM writes what the acceptors reported, between two intervals; the next start has it', async () => {
     // An interval longer than the test: only the writes at start and at the stop happen.
     const env = { LISTING_WRITE_INTERVAL_MS: '3600000' };

@@ -153,10 +153,15 @@ describe('TrapIntel: applying acceptor batches', () => {
     await intel.close();
   });
 
-  it('SIGHUP policy: newly excluded entries go at once, the new threshold applies', async () => {
-    const intel = await TrapIntel.start(settings(), new Registry(), logs().log);
+  it('SIGHUP policy: newly excluded entries go at once, the new threshold applies; an unchanged one does nothing', async () => {
+    const { lines, log } = logs();
+    const s = settings();
+    const intel = await TrapIntel.start(s, new Registry(), log);
     intel.apply(batch([filed('192.0.2.7', [copy(['a@trap'])]), filed('198.51.100.1', [copy(['b@trap'])])]));
-    intel.setPolicy({ listingMinHits: 2, listingTtlMs: 7 * 86_400_000, listingExclude: ['198.51.100.0/24'] });
+    intel.reload(s);
+    assert.ok(!lines.some((l) => / listing_policy /.test(l)), 'nothing changed');
+    intel.reload({ listingMinHits: 2, listingTtlMs: 7 * 86_400_000, listingExclude: ['198.51.100.0/24'] });
+    assert.match(lines.at(-1)!, / info listing_policy min_hits=2 ttl_s=604800 exclude=198\.51\.100\.0\/24 dropped_excluded=1/);
     assert.equal(intel.keeper.listing.size, 1);
     assert.deepEqual([...intel.keeper.listing.listed(Date.now())], [], 'one message is below the new threshold');
     await intel.close();

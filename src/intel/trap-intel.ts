@@ -1,22 +1,25 @@
 /**
  * The primary's trap intelligence: what acceptors report (events.ts batches) goes to the listing (listing-keeper.ts),
  * the most-hit trap recipients, the fingerprint metric and the live tail. The primary creates one at start, routes
- * every `intel:batch` to apply(), passes reloads to setPolicy() and closes it before releasing the spool lock. The
- * HTTP routes (listing-http.ts, tail-http.ts) read from it.
+ * every `intel:batch` to apply(), passes reloads to reload(), serves its httpRoutes() and closes it before releasing
+ * the spool lock.
  */
 import type { Registry } from 'prom-client';
 import type { TrapConfig } from '../config/env';
 import { toCidrs } from '../ip-address';
 import type { Logger } from '../log';
 import { createIntelMetrics, type IntelMetrics } from '../metrics/intel';
+import type { HttpRoute } from '../metrics/primary';
 import { isIntelEvent, type FiledMessageEvent, type IntelBatchMessage } from './events';
 import { FINGERPRINT_ID } from './fingerprint';
 import { FingerprintCatalog } from './fingerprint-catalog';
 import { INTEL_LIMITS } from './limits';
+import { listingRoute } from './listing-http';
 import { ListingKeeper } from './listing-keeper';
 import type { ListingPolicy } from './listing-policy';
 import { OTHER_LABEL, StableTopLabels } from './stable-labels';
 import { TailHub } from './tail';
+import { tailRoute } from './tail-http';
 import { TopCounts } from './top-counts';
 
 export type IntelSettings = Pick<
@@ -32,7 +35,9 @@ export type IntelSettings = Pick<
   | 'tailBuffer'
 >;
 
-export function listingPolicyOf(s: Pick<IntelSettings, 'listingMinHits' | 'listingTtlMs' | 'listingExclude'>): ListingPolicy {
+type PolicySettings = Pick<IntelSettings, 'listingMinHits' | 'listingTtlMs' | 'listingExclude'>;
+
+export function listingPolicyOf(s: PolicySettings): ListingPolicy {
   return { minHits: s.listingMinHits, ttlMs: s.listingTtlMs, exclude: toCidrs(s.listingExclude) };
 }
 
@@ -44,6 +49,7 @@ export class TrapIntel {
   private readonly fingerprintLabels: StableTopLabels;
   private readonly metrics: IntelMetrics;
   private malformed = 0;
+  private policySettings: PolicySettings;
 
   private constructor(
     readonly keeper: ListingKeeper,
@@ -51,6 +57,7 @@ export class TrapIntel {
     registry: Registry,
     private readonly log: Logger,
   ) {
+    this.policySettings = settings;
     this.tail = new TailHub({ queueLimit: settings.tailBuffer, maxSubscribers: INTEL_LIMITS.tail.maxSubscribers });
     this.fingerprintLabels = new StableTopLabels({
       maxLabels: settings.fingerprintMetricTop,
@@ -87,6 +94,12 @@ export class TrapIntel {
     return new TrapIntel(keeper, settings, registry, log);
   }
 
+  /** What it serves on the metrics port: GET /listing and GET /tail. */
+  httpRoutes(): Record<string, HttpRoute> {
+    const source = { listing: this.keeper.listing, fingerprints: this.fingerprints, topRecipients: this.topRecipients };
+    return { '/listing': listingRoute(source), '/tail': tailRoute(this.tail) };
+  }
+
   /** One acceptor batch, in order (a session's messages come before its end). */
   apply(batch: IntelBatchMessage): void {
     if (batch.dropped > 0) this.metrics.eventsDropped.inc(batch.dropped);
@@ -101,8 +114,17 @@ export class TrapIntel {
     }
   }
 
-  /** SIGHUP: threshold, TTL and exclusions. */
-  setPolicy(settings: Pick<IntelSettings, 'listingMinHits' | 'listingTtlMs' | 'listingExclude'>): void {
+  /** SIGHUP: threshold, TTL and exclusions, when they changed (the other settings wait for a restart). */
+  reload(settings: PolicySettings): void {
+    const same =
+      settings.listingMinHits === this.policySettings.listingMinHits &&
+      settings.listingTtlMs === this.policySettings.listingTtlMs &&
+      settings.listingExclude.join() === this.policySettings.listingExclude.join();
+    if (!same) this.setPolicy(settings);
+  }
+
+  setPolicy(settings: PolicySettings): void {
+    this.policySettings = settings;
     const dropped = this.keeper.setPolicy(listingPolicyOf(settings));
     this.log.info('listing_policy', {
       min_hits: settings.listingMinHits,

@@ -13,8 +13,6 @@ import type { Route } from '../config/routes';
 import { acquireSpoolLock, findQueueDirs, sweepSpool } from '../dirqueue';
 import { EXIT_LOCK_LOST } from '../exit-codes';
 import { isIntelBatch } from '../intel/events';
-import { listingRoute } from '../intel/listing-http';
-import { tailRoute } from '../intel/tail-http';
 import { TrapIntel } from '../intel/trap-intel';
 import type { PrimaryToWorker } from '../ipc';
 import { isWorkerHello, listeningSlot } from '../ipc';
@@ -98,14 +96,7 @@ export async function runPrimary(env: NodeJS.ProcessEnv = process.env): Promise<
   aggregator.start();
   // Loaded before any acceptor runs, so no event lands in a listing that is still being read from disk.
   const intel = await TrapIntel.start(cfg, aggregator.registry, log);
-  const listingSource = { listing: intel.keeper.listing, fingerprints: intel.fingerprints, topRecipients: intel.topRecipients };
-  const metricsServer = await startMetricsServer({
-    host: cfg.metricsHost,
-    port: cfg.metricsPort,
-    aggregator,
-    health,
-    routes: { '/listing': listingRoute(listingSource), '/tail': tailRoute(intel.tail) },
-  });
+  const metricsServer = await startMetricsServer({ host: cfg.metricsHost, port: cfg.metricsPort, aggregator, health, routes: intel.httpRoutes() });
   log.info('metrics', { host: cfg.metricsHost, port: metricsServer.address().port });
 
   let stopping = false;
@@ -176,11 +167,10 @@ export async function runPrimary(env: NodeJS.ProcessEnv = process.env): Promise<
       log.error('reload_refused', { reason: 'the configuration has errors; the running one stays in force everywhere' });
       return;
     }
-    const loadedBefore = loaded;
     loaded = next;
     for (const w of next.config.settings.warnings) log.warn('env_warning', { warning: w });
     for (const name of next.deferred) log.warn('reload_deferred', { setting: name, note: 'changed in .env; takes effect at the next start' });
-    if (listingPolicyChanged(loadedBefore.config.settings, next.config.settings)) intel.setPolicy(next.config.settings);
+    intel.reload(next.config.settings);
     logRules(next, log);
     for (const s of slots) if (s.child) tell(s.child, { type: 'trap:config', config: next.config });
     for (const q of next.rules.routes) aggregator.queueGauges?.addQueue(q.destination.queue);
@@ -256,10 +246,6 @@ async function knownQueues(spoolDir: string, routes: Route[]): Promise<string[]>
   const onDisk = (await findQueueDirs(spoolDir)).map((d) => path.relative(spoolDir, d));
   const routed = routes.map((r) => r.destination.queue);
   return [...new Set(['incoming', 'deadletter', ...onDisk, ...routed])];
-}
-
-function listingPolicyChanged(a: RunningConfig['settings'], b: RunningConfig['settings']): boolean {
-  return a.listingMinHits !== b.listingMinHits || a.listingTtlMs !== b.listingTtlMs || a.listingExclude.join() !== b.listingExclude.join();
 }
 
 function routesForward(routes: readonly Route[]): boolean {

@@ -321,6 +321,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
     }
     const seconds = (performance.now() - commitStarted) / 1000;
     for (const c of committed) observer.accepted(c.queue, c.job.size, seconds);
+    // Only a committed message is evidence; the primary hears of it after the fact, never in the way of the 250.
     if (state?.client) {
       const copies = listingCopies(groups);
       const event = { at: Date.now(), ip: session.remoteAddress, helo, mailFrom, size: stream.byteLength, fingerprint: fp.id, copies };
