@@ -17,6 +17,12 @@ export const FORWARD_QUEUE_PREFIX = 'forward-';
 export const RELAY_STATE_DIR = '.relay-state';
 /** The generated STARTTLS key and certificate. */
 export const TLS_DIR = '.tls';
+/** The listing of client addresses (docs/listing.md): its persisted state, and the rbldnsd files by default. */
+export const LISTING_DIR = '.listing';
+/** The persisted listing: not a setting, a listing belongs to the spool whose traps it counted. */
+export const LISTING_STATE_FILE = 'listing.jsonl';
+/** LISTING_ZONE_FILE when unset: the IPv4 dataset; the IPv6 one goes beside it (src/intel/zone.ts). */
+export const LISTING_ZONE_FILE = 'listing.ip4set';
 
 /** Why NAME cannot be a `queue` destination of config/routes, or null when it can. */
 export function queueNameProblem(name: string): string | null {

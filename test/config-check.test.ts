@@ -30,6 +30,7 @@ describe('explainAddress', () => {
         '  reply:       250 <Address@Traps.SpamAssassin.org>, recipient ok',
         '  note:        ham',
         '  destination: queue hamincoming (config/routes:1: note=ham queue hamincoming)',
+        '  listing:     not counted (noted ham: a hamtrap catches legitimate mail)',
       ].join('\n'),
     );
   });
@@ -72,5 +73,13 @@ describe('explainAddress', () => {
     const out = explainAddress(rules, DEFAULT_ROUTES, 'postmaster', 'OK');
     assert.match(out, /not checked \(no user or no host part\) -> default OK/);
     assert.match(out, /destination: queue incoming \(\(default routes\):2: \* queue incoming\)/);
+    assert.match(out, /listing: {5}counted: its sender is listed from LISTING_MIN_HITS such messages on/);
+  });
+
+  test('tells whether a recipient counts for the listing: forwarded and listing=no ones do not', () => {
+    assert.match(explainAddress(rules.slice(0, 2), routes, 'root@x', 'OK'), /listing: {5}not counted \(forwarded: people write there\)/);
+    const seeds = parseRoutes('rcpt=/^seed@/ queue seeds listing=no\n* queue incoming listing=yes\n', 'config/routes');
+    assert.match(explainAddress([], seeds, 'seed@x', 'OK'), /listing: {5}not counted \(listing=no on its route\)/);
+    assert.match(explainAddress([], seeds, 'other@x', 'OK'), /listing: {5}counted/);
   });
 });

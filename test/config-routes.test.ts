@@ -76,6 +76,9 @@ describe('parseRoutes', () => {
     ['forward bad ipv6', 'note=ham forward smtp://[1::2::3]:25\n* queue b', 1, /bad IPv6/],
     ['forward zone id', 'note=ham forward smtp://[fe80::1%eth0]:25\n* queue b', 1, /zone/],
     ['trailing words', 'note=ham queue a b\n* queue b', 1, /unexpected "b" after the destination/],
+    ['listing= without yes or no', 'note=x queue a listing=maybe\n* queue b', 1, /listing= takes yes or no, got "listing=maybe"/],
+    ['listing=yes on a forward', 'rcpt=/^abuse@/ forward smtp://h:25 listing=yes\n* queue b', 1, /forwarded recipients never count/],
+    ['words after listing=', 'note=x queue a listing=no x\n* queue b', 1, /unexpected "listing=no x" after the destination/],
     ['no catch-all', '# x\nnote=ham queue a\nrcpt=/x/ queue b\n', 3, /last route must be the catch-all `\* queue NAME`/],
     ['unreachable after *', '* queue a\n\nnote=ham queue b\n', 3, /unreachable: the catch-all \* on line 1/],
   ];
@@ -87,6 +90,23 @@ describe('parseRoutes', () => {
       assert.equal(err.message, `config/routes:${line}: ${err.reason}`);
     });
   }
+
+  test('listing=yes|no after the destination, any case, before a comment; absent is null', () => {
+    const routes = parseRoutes(
+      'rcpt=/^seed-/ queue seeds listing=no # monitoring seeds\nrcpt=/^abuse@/ forward smtp://h:25 LISTING=No\n* queue incoming listing=yes\n',
+      'f',
+    );
+    assert.deepEqual(
+      routes.map((r) => [r.destination.queue, r.listing]),
+      [
+        ['seeds', false],
+        ['forward-h-25', false],
+        ['incoming', true],
+      ],
+    );
+    assert.deepEqual(parseRoutes(EXAMPLE, 'f').map((r) => r.listing), [null, null, null]);
+    assert.deepEqual(DEFAULT_ROUTES.map((r) => r.listing), [null, null]);
+  });
 
   test('an empty routes file (only comments) is an error naming the file', () => {
     const err = parseError('# nothing\n\n');
@@ -190,7 +210,7 @@ describe('splitByDestination', () => {
         ['forward-127.0.0.1-10025', ['root@bait', 'postmaster@bait']],
       ],
     );
-    assert.deepEqual(groups[2].recipients[1], { address: 'postmaster@bait', note: 'x' });
+    assert.deepEqual(groups[2].recipients[1], { address: 'postmaster@bait', note: 'x', route: routes[1] });
   });
 
   test('the old trap mix: a ham and a spam recipient give two copies (qpsmtpd filed both as ham)', () => {
@@ -217,5 +237,19 @@ describe('splitByDestination', () => {
       routes,
     );
     assert.equal(g[0].recipients.length, 2);
+  });
+
+  test('each grouped recipient carries the route line that sent it there', () => {
+    const g = splitByDestination(
+      [
+        { address: 'ham@bait', note: 'ham' },
+        { address: 'x@bait', note: null },
+      ],
+      routes,
+    );
+    assert.deepEqual(
+      g.map((x) => x.recipients.map((r) => r.route.line)),
+      [[2], [5]],
+    );
   });
 });

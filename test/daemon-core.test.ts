@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
+import { fingerprintId } from '../src/intel/fingerprint';
 import { VERSION } from '../src/version';
 import { startDaemon, type Daemon } from './helpers/daemon';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
@@ -199,6 +200,7 @@ describe('spamtrapd daemon', () => {
   });
 
   test('Received header bytes and queue metadata', async () => {
+    const FEATURES = 'talk=0;greet=ehlo;helo=fqdn;rdns=unknown;case=upper;pipe=0;from=angle;from_sp=0;from_par=0;rset=0;noop=0;vrfy=0;lf=0;tls=0';
     const { dataReply } = await sendMail(d.port, {
       helo: 'bot.example',
       from: '<s@spam.example>',
@@ -230,6 +232,9 @@ describe('spamtrapd daemon', () => {
         note: '',
         tls: 'no',
         proto: 'ESMTP',
+        // What this session's dialect looked like (docs/fingerprints.md): RDNS_TIMEOUT_MS=0 makes rdns unknown.
+        fingerprint: fingerprintId(FEATURES),
+        fingerprint_features: FEATURES,
       },
     );
     assert.equal(job.size, data.length, 'QDSB is the stored size');

@@ -10,7 +10,10 @@ import { currentAcceptorPids, type Daemon, startDaemon } from './helpers/daemon'
 import { RawSmtp } from './helpers/smtp-client';
 
 
-/** A session inside DATA with part of a message sent. */
+/**
+ * A session inside DATA with part of a message sent: more than one of the blocks the DATA path gathers before it
+ * writes (64 KiB), so part of it is in a tmp file while the rest never comes.
+ */
 async function midData(port: number): Promise<RawSmtp> {
   const c = await RawSmtp.connect(port);
   await c.read();
@@ -18,7 +21,7 @@ async function midData(port: number): Promise<RawSmtp> {
   await c.cmd('MAIL FROM:<s@spam.example>');
   await c.cmd('RCPT TO:<t@bait.example>');
   assert.equal((await c.cmd('DATA')).code, 354);
-  c.write('Subject: half\r\n\r\nhalf a message\r\n');
+  c.write(`Subject: half\r\n\r\n${`${'h'.repeat(998)}\r\n`.repeat(100)}`);
   return c;
 }
 

@@ -179,6 +179,7 @@ async function fileThrough(spool: Spool, rejected: string[]): Promise<{ code: nu
     spool,
     reverseLookup: async () => null,
     observer,
+    intel: { filed() {}, ended() {} },
     log: createLogger('error', {}, () => undefined),
     accepting: () => true,
   });

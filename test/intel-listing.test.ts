@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseCidrList } from '../src/intel/address';
+import { parseCidrList, toCidrs } from '../src/ip-address';
 import { INTEL_LIMITS } from '../src/intel/limits';
 import { Listing, type MessageFacts } from '../src/intel/listing';
 import { listed, type ListingPolicy } from '../src/intel/listing-policy';
@@ -9,6 +9,7 @@ import { addRecipientHash, distinctRecipients, recipientHash } from '../src/inte
 const T0 = Date.UTC(2026, 10, 25, 12, 0, 0);
 const DAY = 86_400_000;
 const FP = 'v1-abcdefghijkl';
+const ranges = (list: string) => toCidrs(parseCidrList('LISTING_EXCLUDE', list));
 const policy = (p: Partial<ListingPolicy> = {}): ListingPolicy => ({ minHits: 1, ttlMs: 7 * DAY, exclude: [], ...p });
 const msg = (recipients: string[] = ['a@trap.example'], helo: string | null = 'bot.example', fingerprint: string | null = FP): MessageFacts => ({
   recipients,
@@ -133,7 +134,7 @@ describe('listing: TTL', () => {
 
 describe('listing: exclusion', () => {
   it('never stores an excluded address: IPv4, IPv6 and IPv4-mapped', () => {
-    const l = new Listing(10, policy({ exclude: parseCidrList('192.0.2.0/24,2001:db8::/32') }));
+    const l = new Listing(10, policy({ exclude: ranges('192.0.2.0/24,2001:db8::/32') }));
     assert.equal(l.message('192.0.2.7', T0, msg()), false);
     assert.equal(l.message('::ffff:192.0.2.8', T0, msg()), false);
     assert.equal(l.message('2001:db8::25', T0, msg()), false);
@@ -147,7 +148,7 @@ describe('listing: exclusion', () => {
     l.message('192.0.2.7', T0, msg());
     l.message('2001:db8::25', T0, msg());
     l.message('198.51.100.1', T0, msg());
-    assert.equal(l.setPolicy(policy({ exclude: parseCidrList('192.0.2.0/24,2001:db8::/32') })), 2);
+    assert.equal(l.setPolicy(policy({ exclude: ranges('192.0.2.0/24,2001:db8::/32') })), 2);
     assert.deepEqual([...l.entries(T0)].map((e) => e.ip), ['198.51.100.1']);
   });
 });
@@ -241,7 +242,7 @@ describe('listing: restore', () => {
     src.message('192.0.2.2', T0 + 1000, msg());
     src.message('2001:db8::1', T0 + 2000, msg());
     src.connection('192.0.2.1', T0 + 3000, 'drop');
-    const dst = new Listing(10, policy({ exclude: parseCidrList('2001:db8::/32'), ttlMs: 10_000 }));
+    const dst = new Listing(10, policy({ exclude: ranges('2001:db8::/32'), ttlMs: 10_000 }));
     const results = [...src.records(T0 + 3000)].map((r) => dst.restore(r, T0 + 11_500));
     assert.deepEqual(results, [false, false, true], '.2 expired, 2001:db8::1 excluded');
     assert.deepEqual(dst.get('192.0.2.1', T0 + 11_500), src.get('192.0.2.1', T0 + 3000));

@@ -11,6 +11,7 @@ import {
   sseEvent,
   TailHub,
   tailEventOf,
+  type TailSubscription,
 } from '../src/intel/tail';
 
 const T0 = Date.UTC(2026, 10, 25, 14, 14, 0);
@@ -66,6 +67,21 @@ describe('tail hub', () => {
     assert.equal(batch.dropped, 7);
     assert.equal(slow.take().dropped, 0, 'told once');
     assert.equal(hub.dropped, 7);
+  });
+
+  it('offers a full queue to its reader before dropping: a reader that takes a burst then loses nothing', () => {
+    const hub = new TailHub({ queueLimit: 3, maxSubscribers: 2 });
+    const seen: number[] = [];
+    const keeps: TailSubscription = hub.subscribe(
+      () => undefined,
+      () => seen.push(...keeps.take().events.map((e) => e.seq)),
+    )!;
+    const ignores = hub.subscribe(() => undefined, () => undefined)!;
+    for (let i = 1; i <= 10; i++) hub.publish(filed(i));
+    seen.push(...keeps.take().events.map((e) => e.seq));
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert.equal(keeps.dropped, 0);
+    assert.equal(ignores.dropped, 7, 'one that does not take still loses the oldest');
   });
 
   it('never holds more than its limit for a reader that never reads', () => {

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { cidrMatcher, parseCidrList } from '../src/config/cidr-list';
+import { cidrMatcher, parseCidrList } from '../src/ip-address';
 import { loadSettings } from '../src/config/env';
 import { ConfigError } from '../src/errors';
 

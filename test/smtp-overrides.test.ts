@@ -227,9 +227,31 @@ describe('overrides over a real socket', () => {
       assert.equal(g.code, 220, 'the greeting comes first');
       assert.equal(e.code, 250, `EHLO answered normally: ${e.raw}`);
       assert.equal(early.length, 1);
+      assert.equal(sessions.at(-1)!.trapDialect!.dialect().earlyTalk, true, 'the dialect records it too');
     } finally {
       greetingDelayMs = 0;
     }
+  });
+
+  test("every command line reaches the session's dialect as sent; pipelined only when sent before our reply", async () => {
+    const c = await RawSmtp.connect(port);
+    await c.read();
+    assert.equal((await c.cmd('EHLO Lock.Step')).code, 250);
+    assert.equal((await c.cmd('mail from: <a@b.example> BODY=8BITMIME')).code, 250);
+    const dialect = sessions.at(-1)!.trapDialect!;
+    let d = dialect.dialect();
+    assert.equal(d.pipelined, false, 'one command per reply, however fast, is not pipelining');
+    assert.equal(d.earlyTalk, false);
+    assert.deepEqual(d.verbCase, { EHLO: 'upper', MAIL: 'lower' });
+    assert.equal(d.heloArgument, 'Lock.Step');
+    assert.deepEqual(d.mailFrom, { angle: true, spaceAfterColon: true, parameters: true });
+    // Three commands in one write: the second and third were sent before the first was answered.
+    c.write('RCPT TO:<t1@bait.example>\r\nRCPT TO:<t2@bait.example>\r\nNOOP\r\n');
+    for (let i = 0; i < 3; i++) assert.equal((await c.read()).code, 250);
+    d = dialect.dialect();
+    assert.equal(d.pipelined, true);
+    assert.equal(d.usedNoop, true);
+    c.close();
   });
 
   test('addresses without angle brackets are accepted; the null sender too', async () => {

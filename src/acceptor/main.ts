@@ -3,12 +3,13 @@
  * re-read on the primary's say (SIGHUP), and SIGTERM drains: sessions in DATA finish, others get 421.
  */
 import { rulesOf, type RunningConfig } from '../config/running-config';
+import { IntelEventBatcher } from '../intel/events';
 import type { WorkerToPrimary } from '../ipc';
 import { createLogger, type Logger } from '../log';
 import { startWorkerMetrics } from '../metrics';
 import { createObserver } from '../metrics/observer';
 import { dropPrivileges, runAsFromEnv } from '../privileges';
-import { cidrMatcher } from '../config/cidr-list';
+import { cidrMatcher } from '../ip-address';
 import { TrapServer, type TrapConnection, type TrapProxyOptions } from '../smtp/overrides';
 import { createReverseLookup } from '../smtp/rdns';
 import { createSessionHandlers, type RuleSet } from '../smtp/session';
@@ -18,6 +19,9 @@ import { EXIT_FATAL } from '../exit-codes';
 import { failpoint } from '../failpoints';
 import { VERSION } from '../version';
 import { connectToPrimary, exitAfterFinalPush } from '../worker-process';
+
+/** How long a stopping acceptor waits for its last intel events to reach the primary. */
+const INTEL_FLUSH_MS = 2000;
 
 /** Rules and routes from the text the primary handed over; skipped rcpt_regexp lines are the primary's to report. */
 function ruleSetOf(config: RunningConfig): RuleSet {
@@ -56,6 +60,8 @@ export async function runAcceptor(): Promise<void> {
 
   const metrics = startWorkerMetrics({ slot, intervalMs: cfg.metricsPushIntervalMs });
   const observer = createObserver(metrics);
+  // Filed messages and ended sessions, for the primary's listing, tail and fingerprint metric (docs/listing.md).
+  const intel = new IntelEventBatcher({ slot: String(slot) });
   const tls = await loadTlsMaterial({
     keyFile: cfg.tlsKeyFile,
     certFile: cfg.tlsCertFile,
@@ -85,6 +91,7 @@ export async function runAcceptor(): Promise<void> {
     spool,
     reverseLookup: createReverseLookup(cfg.rdnsTimeoutMs),
     observer,
+    intel,
     log,
     accepting: () => accepting,
   });
@@ -170,7 +177,11 @@ export async function runAcceptor(): Promise<void> {
     server.close(async () => {
       const deadline = Date.now() + 5000;
       while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      log.info('stopped', { in_data: inFlight });
+      // The server counts a connection gone before smtp-server reports its session closed (a turn or two later):
+      // wait for those reports, whose session ends go out in the last batch.
+      while (handlers.openSessions() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      await Promise.race([intel.flush(), new Promise((r) => setTimeout(r, INTEL_FLUSH_MS).unref())]);
+      log.info('stopped', { in_data: inFlight, intel_events_dropped: intel.dropped });
       await exitAfterFinalPush(metrics, exitCode);
     });
   };

@@ -1,9 +1,14 @@
-/** spamtrapd's one command line: start the trap, check its configuration, look inside its queues. */
+/**
+ * spamtrapd's one command line: start the trap, check its configuration, look inside its queues, read its listing
+ * and watch it live. Each command lives in a module of its own; this one only dispatches.
+ */
 import { explainAddress } from '../config/check';
 import { loadConfigDir } from '../config/config-dir';
 import { loadSettings } from '../config/env';
 import { runPrimary } from '../primary/main';
+import { runListingCommand } from './listing';
 import { runQueueCommand } from './queue';
+import { runTailCommand } from './tail';
 
 const USAGE = `usage: spamtrapd <command> [args]
 
@@ -12,6 +17,9 @@ commands:
   check [ADDRESS ...]        validate .env and config/; for each ADDRESS tell which rule and route it gets
   queue stats|list|show|pickup|reinject ...
                              look inside a queue without Perl (spamtrapd queue --help)
+  listing [--json] [--min-hits N] [--since T] [--rcpt]
+                             the running trap's listed addresses, or its most-hit trap recipients
+  tail [--json]              the running trap's filed messages as they come, until Ctrl-C
 
 Configuration comes from the environment and .env; see .env.example.`;
 
@@ -26,6 +34,10 @@ export async function runCli(argv: string[]): Promise<number | undefined> {
       return check(args);
     case 'queue':
       return runQueueCommand(args, loadSettings());
+    case 'listing':
+      return runListingCommand(args, loadSettings(), { stdout: process.stdout, stderr: process.stderr });
+    case 'tail':
+      return runTailCommand(args, loadSettings(), { stdout: process.stdout, stderr: process.stderr });
     case undefined:
     case '-h':
     case '--help':

@@ -8,6 +8,7 @@ import {
   type RcptDefaultCode,
   type RcptRule,
 } from './rcpt-regexp';
+import { listingVerdict } from '../intel/trap-recipients';
 import { describeDestination, routeRecipient, type Route } from './routes';
 
 /** Accepts the address as an operator types it: with or without angle brackets, with surrounding spaces. */
@@ -55,6 +56,7 @@ export function explainAddress(
   } else {
     const { destination, route } = routeRecipient(routes, addr, reply.note);
     out.push(`  destination: ${describeDestination(destination)} (${route.file}:${route.line}: ${route.text})`);
+    out.push(`  listing:     ${listingVerdict({ note: reply.note, destination, listing: route.listing })}`);
   }
   return out.join('\n');
 }

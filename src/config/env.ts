@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { config as dotenvConfig } from 'dotenv';
 import { ConfigError } from '../errors';
-import { TLS_DIR } from '../spool-layout';
+import { LISTING_DIR, LISTING_STATE_FILE, LISTING_ZONE_FILE, TLS_DIR } from '../spool-layout';
 import { checkPresence, checkValues, SETTINGS, type ParseContext, type SettingValues } from './settings';
 
 export type { LogLevel } from '../log';
@@ -19,6 +19,10 @@ export type { LogLevel } from '../log';
 export interface TrapConfig extends SettingValues {
   /** SPOOL_DIR/.tls, where a generated STARTTLS pair lives. */
   readonly tlsGeneratedDir: string;
+  /** LISTING_ZONE_FILE, absolute; SPOOL_DIR/.listing/listing.ip4set when unset. */
+  readonly listingZoneFile: string;
+  /** SPOOL_DIR/.listing/listing.jsonl, the persisted listing. */
+  readonly listingStateFile: string;
   /** The .env file that was read, or null when there was none. */
   readonly envFile: string | null;
   /** Non-fatal findings, e.g. unknown variables in .env that look like ours; the primary logs them. */
@@ -29,7 +33,7 @@ export interface TrapConfig extends SettingValues {
 export const SETTING_NAMES: readonly string[] = Object.freeze(SETTINGS.map((s) => s.name));
 
 /** Prefixes of the trap's variables: an unknown one in .env is most likely a typo worth a warning. */
-const LOOKS_OURS = /^(?:SMTP|METRICS|SPOOL|CONFIG|TLS|MAX|RCPT|RDNS|FORWARD|QUEUE|RUN|LOG|IDLE|DATA|SHUTDOWN|GREETING|LISTING|PROXY)_|^WORKERS?$|^ME$/;
+const LOOKS_OURS = /^(?:SMTP|METRICS|SPOOL|CONFIG|TLS|MAX|RCPT|RDNS|FORWARD|QUEUE|RUN|LOG|IDLE|DATA|SHUTDOWN|GREETING|LISTING|PROXY|FINGERPRINT|TAIL)_|^WORKERS?$|^ME$/;
 
 function shown(value: string): string {
   const v = value.length > 200 ? value.slice(0, 200) + '...' : value;
@@ -129,6 +133,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, opts: { envFi
   return Object.freeze({
     ...settings,
     tlsGeneratedDir: path.join(settings.spoolDir, TLS_DIR),
+    listingZoneFile: settings.listingZoneFile ?? path.join(settings.spoolDir, LISTING_DIR, LISTING_ZONE_FILE),
+    listingStateFile: path.join(settings.spoolDir, LISTING_DIR, LISTING_STATE_FILE),
     envFile: loaded ? envFile : null,
     warnings: Object.freeze(warnings),
   });

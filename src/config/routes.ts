@@ -3,8 +3,12 @@
  *
  *     note=ham                     queue hamincoming
  *     rcpt=/^(root|postmaster)@/   forward smtp://127.0.0.1:10025
+ *     rcpt=/^seed-/                queue seeds   listing=no
  *     *                            queue incoming
  *
+ * `listing=yes|no` after a queue destination says whether its recipients count for the listing of client
+ * addresses (docs/listing.md); without it they do, except recipients noted `ham` and forwarded ones, which never
+ * count (src/intel/trap-recipients.ts).
  * Unlike rcpt_regexp, a bad line is fatal: filing mail into the wrong queue without a word is worse than refusing
  * to start (and on SIGHUP the running routes stay in force). The last line must be the catch-all `*`, so every
  * recipient has a destination and an operator sees where "everything else" goes.
@@ -30,6 +34,8 @@ export interface Route {
   readonly destination: Destination;
   /** The line as written (trimmed), for `spamtrapd check` and logs. */
   readonly text: string;
+  /** `listing=yes|no` on the line; null when it does not say. */
+  readonly listing: boolean | null;
 }
 
 export interface RoutedRecipient {
@@ -54,6 +60,7 @@ export const DEFAULT_ROUTES: readonly Route[] = Object.freeze([
     match: Object.freeze({ kind: 'note' as const, note: 'ham' }),
     destination: queueDest('hamincoming'),
     text: 'note=ham queue hamincoming',
+    listing: null,
   }),
   Object.freeze({
     file: DEFAULT_ROUTES_FILE,
@@ -61,6 +68,7 @@ export const DEFAULT_ROUTES: readonly Route[] = Object.freeze([
     match: Object.freeze({ kind: 'any' as const }),
     destination: queueDest('incoming'),
     text: '* queue incoming',
+    listing: null,
   }),
 ]);
 
@@ -146,6 +154,16 @@ function parseDestination(kind: string | undefined, arg: string | undefined): De
   return `unknown destination ${JSON.stringify(kind)}: expected queue NAME or forward smtp://HOST:PORT`;
 }
 
+/** Takes a trailing `listing=yes|no` off `words` and returns its value; null when the line has none. */
+function takeListingToken(words: string[], where: string): boolean | null {
+  const last = words[words.length - 1];
+  if (!last.toLowerCase().startsWith('listing=')) return null;
+  const value = last.slice('listing='.length).toLowerCase();
+  if (value !== 'yes' && value !== 'no') throw new ConfigError(where, `listing= takes yes or no, got ${JSON.stringify(last)}`);
+  words.pop();
+  return value === 'yes';
+}
+
 /** Parse config/routes. Throws ConfigError(`FILE:LINE`, reason) on the first bad line. */
 export function parseRoutes(text: string, file: string): Route[] {
   const routes: Route[] = [];
@@ -162,6 +180,7 @@ export function parseRoutes(text: string, file: string): Route[] {
     // A `#` word after the destination starts a comment; a pattern cannot hold white space, so this is unambiguous.
     const hash = tokens.findIndex((t, i) => i > 0 && t.startsWith('#'));
     const words = hash >= 0 ? tokens.slice(0, hash) : tokens;
+    const listing = words.length > 1 ? takeListingToken(words, where) : null;
     if (words.length > 3) {
       throw new ConfigError(where, `unexpected ${JSON.stringify(words.slice(3).join(' '))} after the destination`);
     }
@@ -169,8 +188,11 @@ export function parseRoutes(text: string, file: string): Route[] {
     if (typeof match === 'string') throw new ConfigError(where, match);
     const destination = parseDestination(words[1], words[2]);
     if (typeof destination === 'string') throw new ConfigError(where, destination);
+    if (destination.kind === 'forward' && listing === true) {
+      throw new ConfigError(where, 'listing=yes on a forward destination: forwarded recipients never count for the listing (people write to them)');
+    }
     if (match.kind === 'any') catchAll = n + 1;
-    routes.push(Object.freeze({ file, line: n + 1, match, destination, text: line }));
+    routes.push(Object.freeze({ file, line: n + 1, match, destination, text: line, listing }));
   }
   if (routes.length === 0) {
     throw new ConfigError(file, 'no routes; add routes ending with a `* queue NAME` line, or delete the file for the default routing');
@@ -210,6 +232,13 @@ export function routeRecipient(
   throw new Error(`no route matches ${address}: a route list must end with a catch-all *`);
 }
 
+/** A recipient in its destination's group, with the route line that sent it there. */
+export interface GroupedRecipient {
+  readonly address: string;
+  readonly note: string | null;
+  readonly route: Route;
+}
+
 /**
  * Groups recipients by destination: one group per destination (its queue), in the order destinations first
  * appear, each listing its recipients in the order given.
@@ -217,16 +246,16 @@ export function routeRecipient(
 export function splitByDestination(
   recipients: ReadonlyArray<RoutedRecipient>,
   routes: readonly Route[],
-): Array<{ destination: Destination; recipients: Array<{ address: string; note: string | null }> }> {
-  const groups = new Map<string, { destination: Destination; recipients: Array<{ address: string; note: string | null }> }>();
+): Array<{ destination: Destination; recipients: GroupedRecipient[] }> {
+  const groups = new Map<string, { destination: Destination; recipients: GroupedRecipient[] }>();
   for (const r of recipients) {
-    const { destination } = routeRecipient(routes, r.address, r.note);
+    const { destination, route } = routeRecipient(routes, r.address, r.note);
     let group = groups.get(destination.queue);
     if (!group) {
       group = { destination, recipients: [] };
       groups.set(destination.queue, group);
     }
-    group.recipients.push({ address: r.address, note: r.note });
+    group.recipients.push({ address: r.address, note: r.note, route });
   }
   return [...groups.values()];
 }

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { LogLevel } from '../log';
-import { parseCidrList } from './cidr-list';
+import { parseCidrList } from '../ip-address';
 import type { RcptDefaultCode } from './rcpt-regexp';
 
 /** What a parser may need besides the value: where relative paths start, and the host's facts for computed defaults. */
@@ -198,12 +198,51 @@ const runAs: Parser<RunAsSpec | null> = {
   },
 };
 
-/** Comma-separated CIDRs, canonical (cidr-list.ts says what is refused and why); empty = none. */
-function cidrs(): Parser<readonly string[]> {
+/** Comma-separated CIDRs, canonical (ip-address.ts says what is refused and why); empty = none. */
+function cidrs(shown: string): Parser<readonly string[]> {
   return {
     example: '',
-    shown: 'empty (off)',
+    shown,
     parse: (raw, ctx) => Object.freeze(parseCidrList(ctx.name, raw)),
+  };
+}
+
+/** A file path made absolute against the working directory, or null when unset (the loader supplies the default). */
+function optionalPath(shown: string): Parser<string | null> {
+  return {
+    example: '',
+    shown,
+    parse(raw, ctx) {
+      if (raw === null) return null;
+      if (raw.includes('\0')) ctx.fail(raw, 'expected a path');
+      return path.resolve(ctx.cwd, raw);
+    },
+  };
+}
+
+const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
+
+/** `7d`, `12h`, `90m`, `30s`, `2w`, or digits alone (seconds), in ms; null when it is none of these. */
+export function parseDuration(text: string): number | null {
+  const m = /^(\d{1,15})\s*([smhdw]?)$/i.exec(text.trim());
+  if (!m) return null;
+  const ms = Number(m[1]) * UNIT_MS[(m[2] || 's').toLowerCase()];
+  return Number.isSafeInteger(ms) ? ms : null;
+}
+
+/** A duration with a unit (parseDuration), in ms. */
+function duration(def: string, minMs: number, maxMs: number, range: string): Parser<number> {
+  return {
+    example: def,
+    shown: code(def),
+    parse(raw, ctx) {
+      const v = raw ?? def;
+      const ms = parseDuration(v);
+      if (ms === null || ms < minMs || ms > maxMs) {
+        ctx.fail(v, `expected a duration from ${range}: digits with s, m, h, d or w (e.g. 7d, 12h, 90m, 30s; digits alone are seconds)`);
+      }
+      return ms!;
+    },
   };
 }
 
@@ -243,8 +282,16 @@ export const SETTINGS = [
   setting('FORWARD_RETRY_BASE_MS', 'forwardRetryBaseMs', int(30000, 100, DAY_MS), 'Forward destinations (config/routes): delay before the first retry, in ms; later retries wait longer.'),
   setting('FORWARD_RETRY_MAX_MS', 'forwardRetryMaxMs', int(3600000, 100, 7 * DAY_MS), 'Longest delay between forward retries, in ms.'),
   setting('FORWARD_MAX_ATTEMPTS', 'forwardMaxAttempts', int(20, 1, 1000), 'Attempts before a message that cannot be forwarded moves to the deadletter queue.'),
-  setting('PROXY_FROM', 'proxyFrom', cidrs(), 'Load balancers (comma-separated CIDRs) whose connections must begin with a PROXY v1/v2 header; the client in it is the address recorded (docs/deployment.md).'),
+  setting('PROXY_FROM', 'proxyFrom', cidrs('empty (off)'), 'Load balancers (comma-separated CIDRs) whose connections must begin with a PROXY v1/v2 header; the client in it is the address recorded (docs/deployment.md).'),
   setting('PROXY_TIMEOUT_MS', 'proxyTimeoutMs', int(5000, 100, 60000), 'Deadline for that PROXY header, in ms; a late, missing or bad one closes the connection without a reply.'),
+  setting('LISTING_MIN_HITS', 'listingMinHits', int(1, 1, 1_000_000), 'Trap messages a client address needs to be listed (docs/listing.md).', { reload: true }),
+  setting('LISTING_TTL', 'listingTtlMs', duration('7d', 1000, 365 * DAY_MS, '1s to 365d'), 'An address stays listed this long after it was last seen (s, m, h, d or w; digits alone are seconds).', { reload: true }),
+  setting('LISTING_EXCLUDE', 'listingExclude', cidrs('empty (none)'), 'Comma-separated CIDRs never listed, nor even counted (your own relays, monitoring probes).', { reload: true }),
+  setting('LISTING_MAX_ENTRIES', 'listingMaxEntries', int(1_000_000, 1, 20_000_000), 'Client addresses the listing keeps in memory; beyond it the least recently seen is evicted (about 190 bytes each).'),
+  setting('LISTING_WRITE_INTERVAL_MS', 'listingWriteIntervalMs', int(60_000, 1000, 3_600_000), 'How often the listing is saved (SPOOL_DIR/.listing/listing.jsonl) and the rbldnsd files rewritten, in ms: a SIGKILL loses at most this.'),
+  setting('LISTING_ZONE_FILE', 'listingZoneFile', optionalPath('`SPOOL_DIR/.listing/listing.ip4set`'), 'rbldnsd ip4set file of the listed IPv4 addresses; the ip6trie file goes beside it (.ip6trie); relative to the working directory.'),
+  setting('FINGERPRINT_METRIC_TOP', 'fingerprintMetricTop', int(50, 0, 1000), 'Fingerprint ids with a series of their own in spamtrapd_fingerprint_messages_total; the rest count as other (docs/fingerprints.md).'),
+  setting('TAIL_BUFFER', 'tailBuffer', int(1000, 10, 100_000), 'Messages queued per `spamtrapd tail` reader (GET /tail); a reader further behind loses the oldest, and is told how many.'),
 ] as const;
 
 type Table = typeof SETTINGS;

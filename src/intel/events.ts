@@ -66,6 +66,33 @@ export function isIntelBatch(msg: unknown): msg is IntelBatchMessage {
   );
 }
 
+const isStringArray = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+
+/**
+ * One event of a batch, checked field by field before the primary applies it: acceptors are ours, but a malformed
+ * event (a version mismatch during an upgrade) must be skipped, not crash the primary.
+ */
+export function isIntelEvent(e: unknown): e is IntelEvent {
+  if (typeof e !== 'object' || e === null) return false;
+  const o = e as Record<string, unknown>;
+  if (typeof o.at !== 'number' || !Number.isFinite(o.at) || typeof o.ip !== 'string') return false;
+  if (o.kind === 'ended') return o.end === 'quit' || o.end === 'drop';
+  if (o.kind !== 'filed') return false;
+  return (
+    (o.helo === null || typeof o.helo === 'string') &&
+    typeof o.mailFrom === 'string' &&
+    typeof o.size === 'number' &&
+    typeof o.fingerprint === 'string' &&
+    (o.features === undefined || typeof o.features === 'string') &&
+    typeof o.recipientsOmitted === 'number' &&
+    Array.isArray(o.copies) &&
+    o.copies.every((c: unknown) => {
+      const copy = c as Record<string, unknown> | null;
+      return typeof copy === 'object' && copy !== null && typeof copy.queue === 'string' && typeof copy.trap === 'boolean' && isStringArray(copy.recipients);
+    })
+  );
+}
+
 const clip = (s: string): string => {
   const max = INTEL_LIMITS.events.fieldMaxChars;
   return s.length <= max ? s : s.slice(0, max);

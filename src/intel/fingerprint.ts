@@ -292,9 +292,10 @@ export class DialectRecorder {
     this.startTls = true;
   }
 
-  /** The connection closed; a QUIT seen before makes it `quit`, anything else `drop`. */
-  noteClosed(): void {
+  /** The connection closed; a QUIT seen before makes it `quit`, anything else `drop`. Returns which. */
+  noteClosed(): SessionEnd {
     if (this.end === null) this.end = 'drop';
+    return this.end;
   }
 
   dialect(): Dialect {

@@ -1,7 +1,7 @@
 /**
  * Every bound of the trap's intelligence core (listing, fingerprints, tail, the acceptor -> primary event channel) in
- * one place. The operator's settings (LISTING_*, FINGERPRINT_METRIC_TOP, TAIL_BUFFER) are declared in settings.ts
- * with their ranges; the fixed bounds below are what keeps memory and wire size finite whatever a client sends.
+ * one place. The operator's settings (LISTING_*, FINGERPRINT_METRIC_TOP, TAIL_BUFFER) are declared with their ranges
+ * in src/config/settings.ts; the fixed bounds below are what keeps memory and wire size finite whatever a client sends.
  */
 export const INTEL_LIMITS = Object.freeze({
   listing: Object.freeze({

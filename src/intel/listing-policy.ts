@@ -6,7 +6,7 @@
  * must never be listed, so its counts have no use, and storing them would let a busy excluded host (a monitoring
  * probe, the hamtrap's own relay) evict real entries and leave its traces in the persisted file.
  */
-import { inAnyCidr, parseAddress, type Cidr, type ParsedAddress } from './address';
+import { inAnyCidr, parseAddress, type Cidr, type ParsedAddress } from '../ip-address';
 
 export interface ListingPolicy {
   readonly minHits: number;

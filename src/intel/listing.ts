@@ -12,7 +12,7 @@
  * Times are whole Unix seconds (first seen rounded down, last seen up, so TTLs never end early).
  */
 import type ipaddr from 'ipaddr.js';
-import { parseAddress, type ParsedAddress } from './address';
+import { parseAddress, type ParsedAddress } from '../ip-address';
 import { FINGERPRINT_ID, type SessionEnd } from './fingerprint';
 import { INTEL_LIMITS } from './limits';
 import { excluded, expired, qualifies, type ListingPolicy } from './listing-policy';

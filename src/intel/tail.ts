@@ -29,7 +29,8 @@ export function tailEventOf(e: FiledMessageEvent, seq: number): TailEvent {
     helo: e.helo,
     mailFrom: e.mailFrom,
     recipients: e.copies.flatMap((c) => c.recipients),
-    queues: e.copies.map((c) => c.queue),
+    // A queue can hold two copies of the list (recipients that count for the listing and those that do not).
+    queues: [...new Set(e.copies.map((c) => c.queue))],
     size: e.size,
     fingerprint: e.fingerprint,
   };
@@ -53,6 +54,7 @@ export class TailSubscription {
     limit: number,
     private readonly onReady: () => void,
     private readonly onClose: (s: TailSubscription) => void,
+    private readonly onFull: () => void = () => undefined,
   ) {
     this.ring = new Array(limit);
   }
@@ -65,10 +67,14 @@ export class TailSubscription {
     return this.length;
   }
 
-  /** Called by the hub. Wakes the reader when its queue stops being empty. */
+  /**
+   * Called by the hub. Wakes the reader when its queue stops being empty, and gives it a last chance to take its
+   * events when the queue is full (a burst published in one go), so only a reader that cannot take them loses some.
+   */
   push(e: TailEvent): void {
     if (this.closed) return;
     const cap = this.ring.length;
+    if (this.length === cap) this.onFull();
     if (this.length === cap) {
       this.head = (this.head + 1) % cap;
       this.length--;
@@ -123,13 +129,21 @@ export class TailHub {
     return n;
   }
 
-  /** A new reader, or null when maxSubscribers are already reading. `onReady` runs when its queue gets an event. */
-  subscribe(onReady: () => void): TailSubscription | null {
+  /**
+   * A new reader, or null when maxSubscribers are already reading. `onReady` runs when its queue gets an event;
+   * `onFull`, when an event arrives at a full queue: a reader that takes its events there and then loses none.
+   */
+  subscribe(onReady: () => void, onFull?: () => void): TailSubscription | null {
     if (this.subs.size >= this.opts.maxSubscribers) return null;
-    const s = new TailSubscription(this.opts.queueLimit, onReady, (closed) => {
-      this.subs.delete(closed);
-      this.droppedByClosed += closed.dropped;
-    });
+    const s = new TailSubscription(
+      this.opts.queueLimit,
+      onReady,
+      (closed) => {
+        this.subs.delete(closed);
+        this.droppedByClosed += closed.dropped;
+      },
+      onFull,
+    );
     this.subs.add(s);
     return s;
   }
@@ -169,6 +183,37 @@ export function formatTailJson(e: TailEvent): string {
     size: e.size,
     fingerprint: e.fingerprint,
   });
+}
+
+/** formatTailJson's line back into an event, for the `spamtrapd tail` client; null when it is not one. */
+export function parseTailJson(line: string): TailEvent | null {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+  const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+  const at = typeof o?.time === 'string' ? Date.parse(o.time) : NaN;
+  if (
+    typeof o !== 'object' || o === null || Number.isNaN(at) ||
+    typeof o.seq !== 'number' || typeof o.ip !== 'string' || (o.helo !== null && typeof o.helo !== 'string') ||
+    typeof o.mail_from !== 'string' || !strings(o.recipients) || !strings(o.queues) ||
+    typeof o.size !== 'number' || typeof o.fingerprint !== 'string'
+  ) {
+    return null;
+  }
+  return {
+    seq: o.seq,
+    at,
+    ip: o.ip,
+    helo: o.helo as string | null,
+    mailFrom: o.mail_from,
+    recipients: o.recipients,
+    queues: o.queues,
+    size: o.size,
+    fingerprint: o.fingerprint,
+  };
 }
 
 export function formatDroppedLine(n: number): string {

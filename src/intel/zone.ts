@@ -11,7 +11,7 @@
  */
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { writeFileAtomic } from './atomic-file';
-import { isIPv6Key } from './address';
+import { isIPv6Key } from '../ip-address';
 import { INTEL_LIMITS } from './limits';
 import type { Listing, ListingEntry } from './listing';
 

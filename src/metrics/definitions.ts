@@ -27,6 +27,17 @@ export const SERIES = {
   workerRestarts: 'spamtrapd_worker_restarts_total',
   workers: 'spamtrapd_workers',
   snapshotAgeSeconds: 'spamtrapd_metrics_snapshot_age_seconds',
+  // The primary's trap intelligence (src/metrics/intel.ts): no series per client address, ever.
+  listingListed: 'spamtrapd_listing_listed',
+  listingEntries: 'spamtrapd_listing_entries',
+  listingEvictions: 'spamtrapd_listing_evictions_total',
+  listingExpirations: 'spamtrapd_listing_expirations_total',
+  listingWriteFailures: 'spamtrapd_listing_write_failures_total',
+  listingLastWrite: 'spamtrapd_listing_last_write_timestamp_seconds',
+  fingerprintMessages: 'spamtrapd_fingerprint_messages_total',
+  tailSubscribers: 'spamtrapd_tail_subscribers',
+  tailDropped: 'spamtrapd_tail_dropped_total',
+  intelEventsDropped: 'spamtrapd_intel_events_dropped_total',
 } as const;
 
 /** Prefix given to prom-client's default (process / Node.js runtime) metrics in every process. */

@@ -1,8 +1,9 @@
 /**
  * The primary: the one source of configuration (it reads `.env` and config/ at start and on SIGHUP and hands the
  * validated result to every process it forks), holder of the spool's instance lock, sweeper of crash leftovers,
- * keeper of the acceptor slots (and of the relay while a forward destination needs it), server of /metrics and
- * /healthz, and the place where SIGHUP and SIGTERM become reload and drain. It never touches a message itself.
+ * keeper of the acceptor slots (and of the relay while a forward destination needs it), keeper of the listing of
+ * client addresses (src/intel/trap-intel.ts), server of /metrics, /healthz, /listing and /tail, and the place where
+ * SIGHUP and SIGTERM become reload and drain. It never touches a message itself.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,6 +12,8 @@ import type { LoadedRules } from '../config/config-dir';
 import type { Route } from '../config/routes';
 import { acquireSpoolLock, findQueueDirs, sweepSpool } from '../dirqueue';
 import { EXIT_LOCK_LOST } from '../exit-codes';
+import { isIntelBatch } from '../intel/events';
+import { TrapIntel } from '../intel/trap-intel';
 import type { PrimaryToWorker } from '../ipc';
 import { isWorkerHello, listeningSlot } from '../ipc';
 import { createLogger, type Logger } from '../log';
@@ -30,6 +33,8 @@ const SWEEP_EVERY_MS = 15 * 60_000;
 const RELAY_CHECK_EVERY_MS = 60_000;
 /** An acceptor silent for this long (no metrics push, which comes every second or less) is not up. */
 const SILENT_AFTER_MS = 5_000;
+/** At a stop, how long the primary waits for the last messages of processes that exited (see finishStop). */
+const LAST_MESSAGES_WAIT_MS = 2_000;
 
 export async function runPrimary(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   let loaded: LoadedConfig = readRunningConfig(env);
@@ -89,12 +94,15 @@ export async function runPrimary(env: NodeJS.ProcessEnv = process.env): Promise<
     workersUp: () => health().workersUp,
   });
   aggregator.start();
-  const metricsServer = await startMetricsServer({ host: cfg.metricsHost, port: cfg.metricsPort, aggregator, health });
+  // Loaded before any acceptor runs, so no event lands in a listing that is still being read from disk.
+  const intel = await TrapIntel.start(cfg, aggregator.registry, log);
+  const metricsServer = await startMetricsServer({ host: cfg.metricsHost, port: cfg.metricsPort, aggregator, health, routes: intel.httpRoutes() });
   log.info('metrics', { host: cfg.metricsHost, port: metricsServer.address().port });
 
   let stopping = false;
   const config = (): RunningConfig => loaded.config;
   const deadPids = new Set<number>();
+  const exitedWhileStopping: Child[] = [];
   const hooks = {
     started(slot: Slot, child: Child) {
       aggregator.workerStarted(slot.name, child.pid);
@@ -105,6 +113,7 @@ export async function runPrimary(env: NodeJS.ProcessEnv = process.env): Promise<
     },
     message(slot: Slot, child: Child, msg: unknown) {
       if (aggregator.handleMessage(msg)) return;
+      if (isIntelBatch(msg)) return intel.apply(msg);
       if (isWorkerHello(msg)) {
         tell(child, { type: 'trap:config', config: config() });
         if (stopping) tell(child, { type: 'trap:shutdown' });
@@ -117,7 +126,10 @@ export async function runPrimary(env: NodeJS.ProcessEnv = process.env): Promise<
       deadPids.add(child.pid);
       // The primary saw this process die: its tmp/ leftovers go now, not after an age guard.
       void sweeper.sweep(`worker ${slot.name} died`, new Set([child.pid]));
-      if (stopping) return void finishStop();
+      if (stopping) {
+        exitedWhileStopping.push(child);
+        return void finishStop();
+      }
       if (slot === relay && info.restartInMs === null) {
         log.info('relay_stopped', { pid: child.pid, code: info.code });
         return;
@@ -158,6 +170,7 @@ export async function runPrimary(env: NodeJS.ProcessEnv = process.env): Promise<
     loaded = next;
     for (const w of next.config.settings.warnings) log.warn('env_warning', { warning: w });
     for (const name of next.deferred) log.warn('reload_deferred', { setting: name, note: 'changed in .env; takes effect at the next start' });
+    intel.reload(next.config.settings);
     logRules(next, log);
     for (const s of slots) if (s.child) tell(s.child, { type: 'trap:config', config: next.config });
     for (const q of next.rules.routes) aggregator.queueGauges?.addQueue(q.destination.queue);
@@ -175,6 +188,11 @@ export async function runPrimary(env: NodeJS.ProcessEnv = process.env): Promise<
     // manager would read as a crash.
     try {
       await sweeper.sweep('stop', deadPids);
+      // An exit can be reported before the process's last IPC messages are read (its final intel batch); its
+      // channel closes only after them. Then the listing is written once more, under the lock.
+      const deadline = Date.now() + LAST_MESSAGES_WAIT_MS;
+      while (exitedWhileStopping.some((c) => c.connected()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await intel.close();
       aggregator.close();
       await metricsServer.close();
       await releaseLock();

@@ -14,6 +14,8 @@
  *    address becomes the session's; a bad header closes the connection without a reply;
  *  - the DATA phase is un-stuffed in one pass per socket chunk (dot-unstuff.ts), not one write and one
  *    event-loop turn per dot-stuffed line, so a message costs time linear in its bytes whatever its lines are.
+ *  - every command line is shown to the session's DialectRecorder as sent, with whether it was pipelined, for the
+ *    client's fingerprint (docs/fingerprints.md).
  */
 import crypto from 'node:crypto';
 import type net from 'node:net';
@@ -21,6 +23,7 @@ import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { DialectRecorder } from '../intel/fingerprint';
 import type { ProxyRejectionReason } from '../metrics/definitions';
 import { DotUnstuffer } from './dot-unstuff';
 import { readProxyHeader } from './proxy-reader';
@@ -40,6 +43,8 @@ export interface TrapSessionState {
   trapEarlyTalker?: boolean;
   /** Set for a connection that came through a PROXY_FROM balancer. */
   trapProxy?: ProxiedVia;
+  /** The client's SMTP dialect so far; one per connection, made with it. */
+  trapDialect?: DialectRecorder;
 }
 
 /** How a connection reached the trap through a balancer that sent a PROXY header. */
@@ -187,11 +192,21 @@ export class TrapConnection extends SMTPConnection {
   private earlyCommand: [Buffer, Callback | undefined] | null = null;
   private dataDeadline: NodeJS.Timeout | null = null;
   private commandDeadline: NodeJS.Timeout | null = null;
+  /**
+   * True from a reply until the current run of synchronous work ends. smtp-server's parser hands over a buffered
+   * command synchronously once the previous one is answered; one that is not yet buffered comes in a later 'data'
+   * event, after the microtask below. So a command that arrives while this is true was sent before our reply.
+   */
+  private replyJustSent = false;
+  private readonly replyNoLongerFresh = (): void => {
+    this.replyJustSent = false;
+  };
 
   constructor(server: SMTPServer, socket: net.Socket | tls.TLSSocket, options?: TrapSocketOptions | null) {
     super(server, socket, options);
     // smtp-server reuses this object as the session for the whole connection.
     if (options?.trapProxy) (this.session as TrapSession).trapProxy = options.trapProxy;
+    (this.session as TrapSession).trapDialect = new DialectRecorder();
   }
 
   private get hooks(): TrapHooks {
@@ -227,9 +242,12 @@ export class TrapConnection extends SMTPConnection {
   /** A command before the greeting is held until the greeting is out, then answered: the bot is captured. */
   override _onCommand(command: Buffer, callback?: Callback): void {
     this.armCommandDeadline();
+    // latin1: one character per byte, so any bytes a bot sends become a line, never a decoding error.
+    if (command) this.trapSession.trapDialect?.noteCommand(command.toString('latin1'), this.replyJustSent);
     if (!this._ready && !this._upgrading && !this._closing && this.earlyCommand === null) {
       if (!this.trapSession.trapEarlyTalker) {
         this.trapSession.trapEarlyTalker = true;
+        this.trapSession.trapDialect?.noteEarlyTalk();
         this.hooks.onEarlyTalker(this.trapSession);
       }
       this.earlyCommand = [command, callback];
@@ -335,6 +353,8 @@ export class TrapConnection extends SMTPConnection {
     if (typeof text === 'string') text = asciiReply(text);
     else if (Array.isArray(text)) text = text.map(asciiReply);
     this.hooks.onReply(this.trapSession, code, (Array.isArray(text) ? text[0] : text) ?? '', context);
+    this.replyJustSent = true;
+    queueMicrotask(this.replyNoLongerFresh);
     super.send(code, text, context);
   }
 

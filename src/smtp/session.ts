@@ -1,13 +1,18 @@
 /**
  * The trap's data path, top to bottom: a connection arrives (onConnect), a sender is recorded (onMailFrom),
  * each recipient is judged by the rcpt_regexp rules (onRcptTo), and the message is streamed into one queue
- * job per destination with its own Received header (onData). A 250 is sent only after every copy is committed.
+ * job per destination with its own Received header (onData). A 250 is sent only after every copy is committed,
+ * each job's metadata carrying the client's fingerprint; then the primary hears of the message (for the listing and
+ * the tail), and of the session when it closes.
  */
 import type { Readable } from 'node:stream';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerOptions } from 'smtp-server';
 import { evaluateRecipient, rcptReply, type RcptRule } from '../config/rcpt-regexp';
 import { splitByDestination, type Route } from '../config/routes';
 import type { CommittedJob, LastWrite, PendingJob } from '../dirqueue';
+import { filedEvent, type FiledMessageEvent, type SessionEndedEvent } from '../intel/events';
+import { DialectRecorder, fingerprint } from '../intel/fingerprint';
+import { listingCopies } from '../intel/trap-recipients';
 import type { Logger } from '../log';
 import type { ProxyRejectionReason } from '../metrics/definitions';
 import type { TrapHooks, TrapSession } from './overrides';
@@ -35,6 +40,12 @@ export interface TrapObserver {
   accepted(queue: string, bytes: number, writeSeconds: number): void;
 }
 
+/** Where filed messages and ended sessions are reported (the acceptor's IntelEventBatcher); never waits. */
+export interface IntelSink {
+  filed(e: FiledMessageEvent, features: string): void;
+  ended(e: Omit<SessionEndedEvent, 'kind'>): void;
+}
+
 /** The rules in force; replaced as a whole on SIGHUP, so a session sees one consistent set per decision. */
 export interface RuleSet {
   rules: RcptRule[];
@@ -54,6 +65,7 @@ export interface SessionDeps {
   spool: Spool;
   reverseLookup: ReverseLookup;
   observer: TrapObserver;
+  intel: IntelSink;
   log: Logger;
   /** False once shutdown began: new connections are refused with 421. */
   accepting: () => boolean;
@@ -94,11 +106,15 @@ function via(session: TrapSession): { proxy?: string } {
 export function createSessionHandlers(deps: SessionDeps): Pick<
   SMTPServerOptions,
   'onConnect' | 'onSecure' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'
-> & { hooks: Pick<TrapHooks, 'onEarlyTalker' | 'onReply'> } {
+> & { hooks: Pick<TrapHooks, 'onEarlyTalker' | 'onReply'>; openSessions(): number } {
   const { settings, observer, log } = deps;
   const perIp = new Map<string, number>();
+  // Sessions whose onClose has not run yet: a stopping acceptor waits for them, so their ends are reported.
+  let open = 0;
 
   return {
+    openSessions: () => open,
+
     hooks: {
       onEarlyTalker(session) {
         observer.earlyTalker();
@@ -139,12 +155,14 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
         notes: new Map(),
         transactions: 0,
       });
+      open++;
       if (client) observer.connectionOpened();
       callback();
     },
 
-    onSecure(_socket, _session, callback) {
+    onSecure(_socket, session, callback) {
       observer.tlsSession();
+      (session as TrapSession).trapDialect?.noteTls();
       callback();
     },
 
@@ -188,6 +206,7 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
       const state = states.get(session);
       if (!state) return;
       states.delete(session);
+      open--;
       if (!state.client) return;
       const ip = session.remoteAddress;
       if (settings.maxConnectionsPerIp > 0) {
@@ -196,6 +215,8 @@ export function createSessionHandlers(deps: SessionDeps): Pick<
         else perIp.set(ip, n);
       }
       observer.connectionClosed((performance.now() - state.openedAt) / 1000);
+      const end = (session as TrapSession).trapDialect?.noteClosed() ?? 'drop';
+      deps.intel.ended({ at: Date.now(), ip, end });
     },
   };
 }
@@ -220,12 +241,14 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
   const recipients = acceptedRecipients(session, state);
   const groups = splitByDestination(recipients, deps.ruleSet().routes);
   const rdns = state ? await state.rdns : null;
+  const dialect = session.trapDialect ?? new DialectRecorder();
+  dialect.noteRdns(rdns);
   const date = new Date();
   const helo = session.trapHelo ?? null;
   const proto = protocolOf(session);
   const tls = session.secure ? (session.tlsOptions && session.tlsOptions.name) || 'yes' : 'no';
 
-  const jobs: Array<{ queue: string; job: PendingJob; committed: boolean }> = [];
+  const jobs: Array<{ queue: string; job: PendingJob; committed: boolean; metadata: Record<string, string> }> = [];
   const headers: Buffer[] = [];
   const logFields = {
     cid: session.id,
@@ -251,7 +274,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
         proto,
       };
       const job = await spool.writer(group.destination.queue).begin({ metadata });
-      jobs.push({ queue: group.destination.queue, job, committed: false });
+      jobs.push({ queue: group.destination.queue, job, committed: false, metadata });
       headers.push(
         buildReceivedHeader({
           helo,
@@ -274,6 +297,7 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
       // Over the limit: stop writing but keep reading to the final dot, so the 552 answers the whole DATA and the
       // session stays in step (leaving the loop would destroy the stream under smtp-server mid-message).
       if (stream.sizeExceeded) continue;
+      dialect.noteDataChunk(chunk as Buffer);
       for (const block of blocks.push(chunk as Buffer)) {
         await writeBlock(jobs, first ? headers : null, block);
         first = false;
@@ -290,17 +314,26 @@ async function fileMessage(deps: SessionDeps, stream: SMTPServerDataStream, sess
       log.info('transaction', { ...logFields, size: stream.byteLength, reply: '552 message too big' });
       return 'not queued';
     }
+    // Taken now that the whole message is in: its line endings are part of the dialect.
+    const fp = fingerprint(dialect.dialect());
     // From the final dot: the client's upload and the reverse-DNS wait are not the spool's time.
     const commitStarted = performance.now();
     const committed: Array<{ queue: string; job: CommittedJob }> = [];
     // Copies commit one by one: if a later one fails the client gets 451 and retries, so an earlier copy may be
     // filed twice. Duplicates are preferred to loss, and removing a visible job could race a consumer.
     for (const [i, j] of jobs.entries()) {
-      committed.push({ queue: j.queue, job: await j.job.commit(undefined, finals[i]) });
+      const metadata = { ...j.metadata, fingerprint: fp.id, fingerprint_features: fp.features };
+      committed.push({ queue: j.queue, job: await j.job.commit(metadata, finals[i]) });
       j.committed = true;
     }
     const seconds = (performance.now() - commitStarted) / 1000;
     for (const c of committed) observer.accepted(c.queue, c.job.size, seconds);
+    // Only a committed message is evidence; the primary hears of it after the fact, never in the way of the 250.
+    if (state?.client) {
+      const copies = listingCopies(groups);
+      const event = { at: Date.now(), ip: session.remoteAddress, helo, mailFrom, size: stream.byteLength, fingerprint: fp.id, copies };
+      deps.intel.filed(filedEvent(event), fp.features);
+    }
     const ids = committed.map((c) => c.job.jobId).join(',');
     log.info('transaction', {
       ...logFields,

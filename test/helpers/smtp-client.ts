@@ -138,12 +138,15 @@ export class RawSmtp {
   }
 }
 
-/** One whole transaction; returns the reply to the final dot. `data` is sent as is, then CRLF.CRLF. */
+/**
+ * One whole transaction; returns the reply to the final dot. `data` is sent as is, then CRLF.CRLF. `localAddress`
+ * binds the client end (e.g. 127.0.5.7) so the trap sees another sender.
+ */
 export async function sendMail(
   port: number,
-  opts: { helo?: string; from: string; to: string[]; data: string | Buffer; ehlo?: boolean },
+  opts: { helo?: string; from: string; to: string[]; data: string | Buffer; ehlo?: boolean; localAddress?: string },
 ): Promise<{ rcptReplies: Reply[]; dataReply: Reply | null }> {
-  const c = await RawSmtp.connect(port);
+  const c = await RawSmtp.connect(port, '127.0.0.1', 5000, opts.localAddress);
   try {
     const greeting = await c.read();
     if (greeting.code !== 220) throw new Error(`greeting ${greeting.raw}`);
