@@ -1,11 +1,18 @@
 import { queueDir } from './spool-layout';
-import { DirQueueWriter, SpoolWriterThread, type JobStarter } from './dirqueue';
+import { syncBackedFs } from './dirqueue/sync-fs';
+import { DirQueueWriter } from './dirqueue/writer';
+import { SpoolWriterThread, type JobStarter } from './dirqueue/writer-thread';
 
 /**
- * The spool directory: one IPC::DirQueue queue per destination. Without fsync, jobs are written by the spool
- * writer thread (synchronous calls off the event loop, the cheapest path). With fsync, by the in-process writer,
- * whose calls run in libuv's thread pool: there the disk's flush latency dominates, and the pool overlaps the
- * flushes of concurrent messages where one thread would serialise them.
+ * The spool directory: one IPC::DirQueue queue per destination, and who writes its jobs.
+ *  - inline (SPOOL_FSYNC=false, the default): synchronous system calls on the acceptor's event loop. On tmpfs or a
+ *    warm disk a job's ~10 calls cost less than handing the job to another thread and back (measured in
+ *    bench/RESULTS.md: ~20% less CPU per message, and no second V8 isolate per acceptor); a slow disk stalls the
+ *    acceptor's sessions meanwhile.
+ *  - thread: the spool writer thread runs the same calls off the event loop, so a slow disk stalls only the commits.
+ *  - fsync (SPOOL_FSYNC=true): the in-process writer over fs/promises, whose calls run in libuv's thread pool: the
+ *    disk's flush latency dominates, and the pool overlaps the flushes of concurrent messages where one thread
+ *    would serialise them.
  */
 export class Spool {
   private readonly starters = new Map<string, JobStarter>();
@@ -13,9 +20,9 @@ export class Spool {
 
   constructor(
     readonly dir: string,
-    private readonly opts: { fsync: boolean; hostname?: string; onWriterDeath?: (err: Error) => void },
+    private readonly opts: { fsync: boolean; writer?: 'inline' | 'thread'; hostname?: string; onWriterDeath?: (err: Error) => void },
   ) {
-    this.thread = opts.fsync ? null : new SpoolWriterThread(opts.onWriterDeath);
+    this.thread = !opts.fsync && opts.writer === 'thread' ? new SpoolWriterThread(opts.onWriterDeath) : null;
   }
 
   queueDir(queue: string): string {
@@ -26,9 +33,9 @@ export class Spool {
     let w = this.starters.get(queue);
     if (!w) {
       const dir = this.queueDir(queue);
-      w = this.thread
-        ? this.thread.queue(dir, { hostname: this.opts.hostname })
-        : new DirQueueWriter(dir, { fsync: true, hostname: this.opts.hostname });
+      if (this.thread) w = this.thread.queue(dir, { hostname: this.opts.hostname });
+      else if (this.opts.fsync) w = new DirQueueWriter(dir, { fsync: true, hostname: this.opts.hostname });
+      else w = new DirQueueWriter(dir, { fs: syncBackedFs, hostname: this.opts.hostname });
       this.starters.set(queue, w);
     }
     return w;

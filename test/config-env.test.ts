@@ -56,6 +56,7 @@ describe('defaults', () => {
     assert.equal(cfg.maxMessageSize, 10485760);
     assert.equal(cfg.maxRecipients, 1000);
     assert.equal(cfg.spoolFsync, false);
+    assert.equal(cfg.spoolWriter, 'inline');
     assert.equal(cfg.rcptDefault, 'OK');
     assert.equal(cfg.rdnsTimeoutMs, 1000);
     assert.equal(cfg.tlsKeyFile, null);

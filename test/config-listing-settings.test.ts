@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { loadSettings } from '../src/config/env';
-import { reloadRunningConfig, readRunningConfig } from '../src/config/running-config';
+import { reloadRunningConfig, readRunningConfig } from '../src/config/read-running-config';
 import { parseDuration } from '../src/config/settings';
 import { ConfigError } from '../src/errors';
 

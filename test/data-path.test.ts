@@ -3,7 +3,7 @@
  * dot-stuffed, 1-byte lines, bare-LF or CR-only line ends, one 10 MB line, NUL bytes, a terminator cut anywhere),
  * a message is stored byte-exact after our Received header, un-stuffed, in time and memory linear in its bytes,
  * over STARTTLS too.
- * Each shape runs with the writer thread and with SPOOL_FSYNC=true (the in-process writer).
+ * Each shape runs with each writer: inline (the default), the writer thread, and SPOOL_FSYNC=true (the in-process writer).
  *
  * Timings are only ever compared with another measurement of the same run (the best of two tries each), never
  * with seconds. The acceptor's RSS is sampled from /proc every 20 ms; a try is cut short as soon as the acceptor
@@ -248,8 +248,14 @@ async function sendPieces(
   }
 }
 
-for (const fsync of [false, true]) {
-  describe(`DATA path, ${fsync ? 'SPOOL_FSYNC=true (in-process writer)' : 'writer thread'}`, () => {
+const WRITERS: Array<{ name: string; env: Record<string, string> }> = [
+  { name: 'inline writer', env: { SPOOL_FSYNC: 'false', SPOOL_WRITER: 'inline' } },
+  { name: 'writer thread', env: { SPOOL_FSYNC: 'false', SPOOL_WRITER: 'thread' } },
+  { name: 'SPOOL_FSYNC=true (in-process writer)', env: { SPOOL_FSYNC: 'true' } },
+];
+
+for (const writer of WRITERS) {
+  describe(`DATA path, ${writer.name}`, () => {
     let d: Daemon;
 
     before(async () => {
@@ -257,7 +263,7 @@ for (const fsync of [false, true]) {
         // One acceptor takes every session, so four at once share its memory and its writer.
         workers: 1,
         routes: 'rcpt=/^copy@/ queue copies\n* queue incoming\n',
-        env: { MAX_MESSAGE_SIZE: '32m', SPOOL_FSYNC: String(fsync) },
+        env: { MAX_MESSAGE_SIZE: '32m', ...writer.env },
         waitListening: 1,
       });
       // Outside every measurement: the writer thread starts with the first message, and the first large one grows

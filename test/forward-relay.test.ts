@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { parseForwardUrl } from '../src/config/routes';
 import { forwardQueueName } from '../src/spool-layout';
-import { readRunningConfig } from '../src/config/running-config';
+import { readRunningConfig } from '../src/config/read-running-config';
 import { DirQueueReader, DirQueueWriter, Job, type DirQueueFs } from '../src/dirqueue';
 import { backoffMs, destinationOfQueue, ForwardRelay, reinjectDeadLetters, RelayStateStore, type ForwardRelayOptions, type JobState } from '../src/forward';
 import { createLogger } from '../src/log';

@@ -156,7 +156,7 @@ describe('crashes', () => {
 
   test('a writer thread that dies takes its acceptor down: 451, fds closed with the process, tmp files swept at once, slot replaced', async () => {
     const marker = 'KILL-THE-WRITER-THREAD';
-    const d = await startDaemon({ workers: 1, env: { SPAMTRAPD_FAILPOINTS: `writer-thread-exit-on=${marker}` } });
+    const d = await startDaemon({ workers: 1, env: { SPOOL_WRITER: 'thread', SPAMTRAPD_FAILPOINTS: `writer-thread-exit-on=${marker}` } });
     daemons.push(d);
     const [pid] = acceptorPids(d.logs()).get(0)!;
     const tmpDir = path.join(d.spoolDir, 'incoming', 'tmp');

@@ -6,7 +6,7 @@ import { rulesOf, type RunningConfig } from '../config/running-config';
 import { IntelEventBatcher } from '../intel/events';
 import type { WorkerToPrimary } from '../ipc';
 import { createLogger, type Logger } from '../log';
-import { startWorkerMetrics } from '../metrics';
+import { startWorkerMetrics } from '../metrics/worker';
 import { createObserver } from '../metrics/observer';
 import { dropPrivileges, runAsFromEnv } from '../privileges';
 import { cidrMatcher } from '../ip-address';
@@ -77,6 +77,7 @@ export async function runAcceptor(): Promise<void> {
   }
   const spool = new Spool(cfg.spoolDir, {
     fsync: cfg.spoolFsync,
+    writer: cfg.spoolWriter,
     // Its fds and tmp files would outlive it under this live pid: only this process ending releases them, and the
     // primary sweeps the files of a process it saw exit. Sessions in DATA get 451, new ones 421.
     onWriterDeath(err) {

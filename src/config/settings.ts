@@ -266,6 +266,7 @@ export const SETTINGS = [
   setting('MAX_MESSAGE_SIZE', 'maxMessageSize', size('10m', 1024, 1024 ** 3), 'Largest message in bytes (k, m, g suffixes = x1024); bigger ones get 552 and nothing is filed.'),
   setting('MAX_RECIPIENTS', 'maxRecipients', int(1000, 1, 100000), 'Recipients per message; further RCPT commands get 452.'),
   setting('SPOOL_FSYNC', 'spoolFsync', bool(false), 'fsync data, control file and directories before 250 (true/false): safer on power loss, slower (see docs/dirqueue.md).'),
+  setting('SPOOL_WRITER', 'spoolWriter', oneOf<'inline' | 'thread'>('inline', ['inline', 'thread'], (s) => s.toLowerCase()), 'With SPOOL_FSYNC=false, who makes the queue writes: inline (on each acceptor\'s event loop: least CPU and memory) or thread (a writer thread per acceptor: a slow disk does not stall sessions; ~20% more CPU). See docs/dirqueue.md.'),
   setting('RCPT_DEFAULT', 'rcptDefault', oneOf<RcptDefaultCode>('OK', ['OK', 'DENY', 'DENYSOFT'], (s) => s.toUpperCase()), 'Decision for recipients no rcpt_regexp rule decides (no match or DECLINED): OK, DENY or DENYSOFT.', { reload: true }),
   setting('RDNS_TIMEOUT_MS', 'rdnsTimeoutMs', int(1000, 0, 60000, '0 = no reverse DNS'), 'Reverse DNS timeout for the Received header, in ms (0 = no lookups; the name is then "unknown").'),
   setting('TLS_KEY_FILE', 'tlsKeyFile', optionalFile('generated'), 'STARTTLS private key (PEM); set with TLS_CERT_FILE, or neither for a self-signed pair made in SPOOL_DIR/.tls.'),

@@ -1,8 +1,8 @@
 /**
- * The writer's file-system interface (DirQueueFs) served by synchronous system calls, for use inside the spool
- * writer thread only (writer-thread.ts). Each libuv thread-pool round trip of fs/promises costs about five futex
- * calls and two thread wake-ups; a message costs about twelve file-system calls, so the round trips, not the calls,
- * dominated the trap's CPU. On a thread of its own, blocking calls stall nothing but that thread.
+ * The writer's file-system interface (DirQueueFs) served by synchronous system calls: for the spool writer thread
+ * (writer-thread.ts) and for the inline writer on an acceptor's event loop (spool.ts). Each libuv thread-pool round
+ * trip of fs/promises costs about five futex calls and two thread wake-ups; a message costs about ten file-system
+ * calls, so the round trips, not the calls, dominated the trap's CPU.
  */
 import fs from 'node:fs';
 import type { DirQueueFs } from './writer';

@@ -7,7 +7,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { readRunningConfig, reloadRunningConfig, type LoadedConfig, type RunningConfig } from '../config/running-config';
+import { readRunningConfig, reloadRunningConfig, type LoadedConfig } from '../config/read-running-config';
+import type { RunningConfig } from '../config/running-config';
 import type { LoadedRules } from '../config/config-dir';
 import type { Route } from '../config/routes';
 import { acquireSpoolLock, findQueueDirs, sweepSpool } from '../dirqueue';
