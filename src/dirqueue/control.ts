@@ -24,10 +24,6 @@ const NUL = 0x00;
 const NL = 0x0a;
 const Q = 0x51;
 
-function toBytes(v: MetaValue): Buffer {
-  return typeof v === 'string' ? Buffer.from(v, 'utf8') : v;
-}
-
 /** Perl refuses `^Q...$` keys (4 bytes, first `Q`), keys with `:`/NUL/LF and values with NUL/LF. */
 export function metadatumProblem(key: Buffer, value: Buffer): boolean {
   if (key.length === 4 && key[0] === Q) return true;
@@ -35,13 +31,24 @@ export function metadatumProblem(key: Buffer, value: Buffer): boolean {
   return value.includes(NUL) || value.includes(NL);
 }
 
+/** UTF-8 never makes a `:`, NUL or LF byte out of anything but those characters, so strings are checked as they are. */
+const KEY_FORBIDDEN = /[:\0\n]/;
+const VALUE_FORBIDDEN = /[\0\n]/;
+
 /** Throws InvalidMetadatumError for the first bad key; call before anything is written. */
 export function validateMetadata(metadata: Metadata): void {
-  for (const [k, v] of Object.entries(metadata)) {
-    if (typeof v !== 'string' && !Buffer.isBuffer(v)) {
+  for (const k of Object.keys(metadata)) {
+    const v = metadata[k];
+    if (typeof v === 'string') {
+      // Perl counts bytes: a key of 4 UTF-8 bytes starting with Q has at most 4 characters.
+      if ((k.charCodeAt(0) === Q && k.length <= 4 && Buffer.byteLength(k) === 4) || KEY_FORBIDDEN.test(k) || VALUE_FORBIDDEN.test(v)) {
+        throw new InvalidMetadatumError(k);
+      }
+    } else if (Buffer.isBuffer(v)) {
+      if (metadatumProblem(Buffer.from(k, 'utf8'), v)) throw new InvalidMetadatumError(k);
+    } else {
       throw new TypeError(`metadatum '${k}' must be a string or Buffer, got ${typeof v}`);
     }
-    if (metadatumProblem(Buffer.from(k, 'utf8'), toBytes(v))) throw new InvalidMetadatumError(k);
   }
 }
 
@@ -66,10 +73,20 @@ export function serializeControl(fields: ControlFields, metadata: Metadata): Buf
     `QSTT: ${fields.sec}\n` +
     `QSTM: ${fields.usec}\n` +
     `QSHN: ${fields.hostname}\n`;
-  const parts: Buffer[] = [Buffer.from(head, 'utf8')];
-  for (const [k, v] of Object.entries(metadata)) {
-    parts.push(Buffer.from(`${k}: `, 'utf8'), toBytes(v), Buffer.from('\n'));
+  // One string and one encoding for the usual all-string metadata; Buffers (raw bytes) are copied as they are.
+  let text = head;
+  let parts: Buffer[] | null = null;
+  for (const k of Object.keys(metadata)) {
+    const v = metadata[k];
+    if (typeof v === 'string') text += `${k}: ${v}\n`;
+    else {
+      parts ??= [];
+      parts.push(Buffer.from(text + `${k}: `, 'utf8'), v);
+      text = '\n';
+    }
   }
+  if (!parts) return Buffer.from(text, 'utf8');
+  parts.push(Buffer.from(text, 'utf8'));
   return Buffer.concat(parts);
 }
 

@@ -106,6 +106,12 @@ export class DirQueueWriter {
   private readonly fs: DirQueueFs;
   private readonly now: () => Clock;
   private readonly namePid: number | undefined;
+  /** Per-job strings that never change for this writer, made once (a trap writes thousands of jobs a second). */
+  private readonly tmpDir: string;
+  readonly queueDir: string;
+  private readonly dataDirs = new Map<string, string>();
+  private tmpWriter: { pid: number; name: string } | null = null;
+  private hashFor: { pid: number; hash: string } | null = null;
 
   constructor(dir: string, opts: DirQueueWriterOptions = {}) {
     // QDFN must be absolute and valid for consumers whatever our cwd does later.
@@ -118,6 +124,16 @@ export class DirQueueWriter {
     if (/[\0\n]/.test(this.dir) || /[\0\n]/.test(this.hostname)) {
       throw new Error('queue directory and host name must not contain NUL or newline (they go into control files)');
     }
+    this.tmpDir = path.join(this.dir, 'tmp');
+    this.queueDir = path.join(this.dir, 'queue');
+  }
+
+  /** data/H1/H2 of a job name: 4096 of them at most per queue. */
+  dataDir(h1: string, h2: string): string {
+    const key = h1 + h2;
+    let d = this.dataDirs.get(key);
+    if (d === undefined) this.dataDirs.set(key, (d = path.join(this.dir, 'data', h1, h2)));
+    return d;
   }
 
   async begin(opts: BeginOptions = {}): Promise<PendingJob> {
@@ -126,17 +142,15 @@ export class DirQueueWriter {
     if (opts.metadata) validateMetadata(opts.metadata);
     const pid = this.namePid ?? process.pid;
     const clock = this.now();
-    const base = name0(priority, clock, dirqueueHash(this.hostname, pid));
-    const t = { base, host: this.hostname, pid: process.pid, start: ownStartTicks() ?? undefined, seq: ++tmpSeq };
-    const tmpDir = path.join(this.dir, 'tmp');
-    const job = new Job(this, {
-      base,
-      clock,
-      pid,
-      metadata: opts.metadata,
-      tmpData: path.join(tmpDir, tmpName(t, 'data')),
-      tmpCtrl: path.join(tmpDir, tmpName(t, 'ctrl')),
-    });
+    if (this.hashFor?.pid !== pid) this.hashFor = { pid, hash: dirqueueHash(this.hostname, pid) };
+    const base = name0(priority, clock, this.hashFor.hash);
+    // HASH and tmp names carry the pid read now, as IPC::DirQueue reads $$ at every enqueue (a fork changes it).
+    if (this.tmpWriter?.pid !== process.pid) {
+      const probe = tmpName({ base: '', host: this.hostname, pid: process.pid, start: ownStartTicks() ?? undefined, seq: 0 }, 'data');
+      this.tmpWriter = { pid: process.pid, name: probe.slice(0, probe.length - '0.data'.length) };
+    }
+    const tmp = `${this.tmpDir}/${base}${this.tmpWriter.name}${++tmpSeq}.`;
+    const job = new Job(this, { base, clock, pid, metadata: opts.metadata, tmpData: tmp + 'data', tmpCtrl: tmp + 'ctrl' });
     await job.open();
     return job;
   }
@@ -196,7 +210,8 @@ export class DirQueueWriter {
     let name = first;
     let madeDir = false;
     for (let attempt = 1; ; attempt++) {
-      const dest = path.join(dir, name);
+      // dir is absolute and normalised, name a plain job name: no path.join per job.
+      const dest = `${dir}/${name}`;
       try {
         await this.fs.link(src, dest);
         return dest;
@@ -329,7 +344,7 @@ class Job implements PendingJob {
     await fh.close();
 
     const loc = dataLocation(j.base);
-    const dataDir = path.join(w.dir, 'data', loc.h1, loc.h2);
+    const dataDir = w.dataDir(loc.h1, loc.h2);
     this.dataLink = await w.linkInto(j.tmpData, dataDir, loc.dname, j.base, j.pid);
 
     const ctrl = serializeControl(
@@ -338,7 +353,7 @@ class Job implements PendingJob {
     );
     await settleAll([this.writeControl(ctrl), w.fsync ? w.syncDir(dataDir) : Promise.resolve()]);
 
-    const queueDir = path.join(w.dir, 'queue');
+    const queueDir = w.queueDir;
     this.queueLink = await w.linkInto(j.tmpCtrl, queueDir, j.base, j.base, j.pid);
     if (w.fsync) await w.syncDir(queueDir);
     return { jobId: path.basename(this.queueLink), dataPath: this.dataLink, queuePath: this.queueLink, size: this.size };
