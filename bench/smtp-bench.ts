@@ -59,6 +59,8 @@ interface Options {
   footprintMessages: number;
   /** Seconds of quiet before each footprint reading. */
   footprintSettle: number;
+  /** Another compiled tree of spamtrapd (its dist/), run as one more server in every throughput round. */
+  baselineBuild: string | null;
 }
 
 const usage = () => `usage: node dist/bench/smtp-bench.js [options]
@@ -67,6 +69,8 @@ const usage = () => `usage: node dist/bench/smtp-bench.js [options]
   --messages N          smtp-source messages per throughput turn (default 5000)
   --sessions N          smtp-source parallel sessions (default 50)
   --size BYTES          message body length, smtp-source -l (default 4096)
+  --baseline-build DIR  another compiled spamtrapd (its dist/, e.g. an older commit's) run beside this one in every
+                        throughput round, for a before/after measured in one run
   --per-connection N[,N...]  messages per connection in throughput mode (default 1: a fresh connection per
                         message); N > 1 runs smtp-source -d; a list runs each value as a variant in every round
   --workers N           spamtrapd acceptors (default 2)
@@ -109,6 +113,7 @@ function parseOptions(argv: string[]): Options {
       sessions: { type: 'string' },
       size: { type: 'string' },
       'per-connection': { type: 'string' },
+      'baseline-build': { type: 'string' },
       'warm-spool': { type: 'string' },
       'hostile-size': { type: 'string' },
       'hostile-shapes': { type: 'string' },
@@ -180,6 +185,7 @@ function parseOptions(argv: string[]): Options {
     hostileShared: values['hostile-shared'] === true || smoke,
     footprintMessages: int('footprint-messages', smoke ? 100 : 20_000, 1),
     footprintSettle: int('footprint-settle', smoke ? 1 : 5, 0),
+    baselineBuild: values['baseline-build'] ? path.resolve(values['baseline-build']) : null,
   };
 }
 
@@ -199,7 +205,7 @@ function reproduce(o: Options, mode: OneMode, variant: string[]): string {
   // Storm and soak run with the first --fsync value only.
   const firstFsync = ['--fsync', fsyncArg(o.fsync.slice(0, 1))];
   const perMode: Record<OneMode, Array<string | number>> = {
-    throughput: ['--rounds', o.rounds, '--messages', o.messages, ...flood, '--per-connection', o.perConnection.join(','), '--fsync', fsyncArg(o.fsync), '--warmup', o.warmup, '--warm-spool', o.warmSpool, '--probe-lanes', o.probeLanes],
+    throughput: ['--rounds', o.rounds, '--messages', o.messages, ...flood, '--per-connection', o.perConnection.join(','), '--fsync', fsyncArg(o.fsync), '--warmup', o.warmup, '--warm-spool', o.warmSpool, '--probe-lanes', o.probeLanes, ...(o.baselineBuild ? ['--baseline-build', o.baselineBuild] : [])],
     storm: ['--storm-idle', o.stormIdle, '--storm-messages', o.stormMessages, ...flood, ...firstFsync, '--warmup', o.warmup],
     soak: ['--soak-messages', o.soakMessages, '--soak-sample-every', o.soakSampleEvery, ...flood, ...firstFsync],
     hostile: ['--hostile-size', o.hostileSize, '--hostile-shapes', o.hostileShapes.join(','), ...(o.hostileShared ? ['--hostile-shared'] : [])],
@@ -961,7 +967,7 @@ interface Latency {
   errors: string[];
 }
 
-type ServerKind = 'smtp-sink' | 'floor-discard' | 'floor-write' | 'spamtrapd';
+type ServerKind = 'smtp-sink' | 'floor-discard' | 'floor-write' | 'spamtrapd' | 'spamtrapd-baseline';
 
 /** Every variant's msgs/s and CPU ms/msg are divided by each of these, measured in the same round. */
 const REFERENCES: Array<[ServerKind, keyof Ratios]> = [
@@ -1108,7 +1114,7 @@ async function floorTurn(tools: Tools, o: Options, at: TurnAt, mode: FloorMode):
   }
 }
 
-async function trapTurn(tools: Tools, built: string, o: Options, at: TurnAt, fsync: boolean): Promise<Turn> {
+async function trapTurn(tools: Tools, built: string, o: Options, at: TurnAt, fsync: boolean, server: ServerKind = 'spamtrapd'): Promise<Turn> {
   const d = await Daemon.start(built, o.spoolBase, { workers: o.workers, fsync });
   try {
     const warmed = d.jobDirs();
@@ -1120,17 +1126,17 @@ async function trapTurn(tools: Tools, built: string, o: Options, at: TurnAt, fsy
     // Were the warmed data directories the ones the acceptors wrote to? A naming change would make the warm-up moot.
     const missed = o.warmSpool > 0 ? d.dataDirsInUse().filter((dir) => !warmed.includes(dir)) : [];
     if (missed.length) throw new Error(`--warm-spool warmed ${warmed.join(', ')} but the trap wrote to ${missed.join(', ')}`);
-    return { ...makeTurn('spamtrapd', fsync, at, o, m, d.queued() - q0, d.workerDeaths()), warmSpoolMs };
+    return { ...makeTurn(server, fsync, at, o, m, d.queued() - q0, d.workerDeaths()), warmSpoolMs };
   } finally {
     await d.stop();
   }
 }
 
-/** Wide enough for 'spamtrapd fsync=off 100/conn'. */
-const LABEL_WIDTH = 28;
+/** Wide enough for 'spamtrapd-baseline fsync=off 100/conn'. */
+const LABEL_WIDTH = 37;
 
 function turnLabel(t: Turn): string {
-  const server = t.server === 'spamtrapd' ? `spamtrapd fsync=${t.fsync ? 'on' : 'off'}` : t.server;
+  const server = t.server === 'spamtrapd' || t.server === 'spamtrapd-baseline' ? `${t.server} fsync=${t.fsync ? 'on' : 'off'}` : t.server;
   return t.perConnection === 1 ? server : `${server} ${t.perConnection}/conn`;
 }
 
@@ -1239,11 +1245,16 @@ function roundSpread(s: Spread): Spread {
   return { median: round2(s.median), min: round2(s.min), max: round2(s.max) };
 }
 
-type TurnKind = { server: 'smtp-sink' } | { server: 'floor'; mode: FloorMode } | { server: 'spamtrapd'; fsync: boolean };
+type TurnKind =
+  | { server: 'smtp-sink' }
+  | { server: 'floor'; mode: FloorMode }
+  | { server: 'spamtrapd'; fsync: boolean }
+  | { server: 'spamtrapd-baseline'; fsync: boolean; build: string };
 
 function runTurn(tools: Tools, built: string, o: Options, at: TurnAt, k: TurnKind): Promise<Turn> {
   if (k.server === 'smtp-sink') return sinkTurn(tools, o, at);
   if (k.server === 'floor') return floorTurn(tools, o, at, k.mode);
+  if (k.server === 'spamtrapd-baseline') return trapTurn(tools, k.build, o, at, k.fsync, 'spamtrapd-baseline');
   return trapTurn(tools, built, o, at, k.fsync);
 }
 
@@ -1283,6 +1294,7 @@ async function throughputMode(tools: Tools, built: string, o: Options, problems:
     { server: 'floor', mode: 'discard' },
     { server: 'floor', mode: 'write' },
     ...o.fsync.map((fsync) => ({ server: 'spamtrapd' as const, fsync })),
+    ...(o.baselineBuild ? o.fsync.map((fsync) => ({ server: 'spamtrapd-baseline' as const, fsync, build: o.baselineBuild as string })) : []),
   ];
   const kinds = o.perConnection.flatMap((perConnection) => servers.map((k) => ({ k, perConnection })));
   const turns: Turn[] = [];
