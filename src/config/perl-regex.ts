@@ -1,4 +1,7 @@
 /**
+ * Longer than the project's ~400 lines on purpose: it is one translator, a single walk over Perl's pattern syntax whose
+ * cases depend on each other (groups, classes, escapes, modifiers); split, the grammar would be read in pieces.
+ *
  * Perl regex -> JavaScript RegExp, for the patterns of config/rcpt_regexp and config/routes.
  *
  * The two dialects share most syntax but disagree silently on some of it: in JavaScript `\A`, `\z`, `\Z`, `\e`, `\h`

@@ -1,4 +1,7 @@
 /**
+ * Longer than ~400 lines on purpose: the enqueue sequence and its clean-up after a failure at every step are one
+ * state machine (open, committing, committed, failed), and reading them apart would hide what a crash leaves.
+ *
  * Enqueues jobs in IPC::DirQueue 1.1 format (docs/dirqueue.md#the-enqueue-sequence) so Perl consumers can take them
  * while we write.
  *

@@ -6,7 +6,7 @@
 import type http from 'node:http';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { formatValue } from '../log';
-import { sendText, type HttpRoute } from '../metrics/primary';
+import { sendText, type HttpRoute } from '../metrics/http-server';
 import type { FingerprintCatalog } from './fingerprint-catalog';
 import { INTEL_LIMITS } from './limits';
 import type { Listing, ListingEntry } from './listing';

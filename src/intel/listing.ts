@@ -1,4 +1,7 @@
 /**
+ * Longer than ~400 lines on purpose: the slab layout, its index and its recency list are one data structure whose
+ * invariants (slot reuse, LRU order, eviction) hold only together.
+ *
  * The listing in memory: per client address, what it did to the trap's counting queues. Fed by the primary from
  * acceptor events; read by the exports (zone.ts, GET /listing) and persisted by listing-store.ts.
  *

@@ -7,7 +7,7 @@
  * there and the primary never holds more for it than MAX_UNSENT_BYTES. A comment line every keep-alive interval keeps idle
  * proxies from closing the stream. At most INTEL_LIMITS.tail.maxSubscribers readers: one more gets 503.
  */
-import { sendText, type HttpRoute } from '../metrics/primary';
+import { sendText, type HttpRoute } from '../metrics/http-server';
 import { INTEL_LIMITS } from './limits';
 import { formatDroppedJson, formatTailJson, sseComment, sseEvent, type TailHub } from './tail';
 

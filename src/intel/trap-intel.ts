@@ -9,7 +9,7 @@ import type { TrapConfig } from '../config/env';
 import { toCidrs } from '../ip-address';
 import type { Logger } from '../log';
 import { createIntelMetrics, type IntelMetrics } from '../metrics/intel';
-import type { HttpRoute } from '../metrics/primary';
+import type { HttpRoute } from '../metrics/http-server';
 import { isIntelEvent, type FiledMessageEvent, type IntelBatchMessage } from './events';
 import { FINGERPRINT_ID } from './fingerprint';
 import { FingerprintCatalog } from './fingerprint-catalog';

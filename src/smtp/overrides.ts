@@ -1,4 +1,7 @@
 /**
+ * Longer than ~400 lines on purpose: one module holds every change to smtp-server, so an upgrade is checked in one
+ * place (each override is pinned by a test).
+ *
  * Every place where spamtrapd bends smtp-server's behaviour, in one module, against the pinned version
  * (3.21.6; test/smtp-overrides.test.ts fails if an upgrade moves the internals relied on here).
  *

@@ -1,4 +1,6 @@
 /**
+ * Longer than ~400 lines on purpose: the data path is meant to read top to bottom in one place.
+ *
  * The trap's data path, top to bottom: a connection arrives (onConnect), a sender is recorded (onMailFrom),
  * each recipient is judged by the rcpt_regexp rules (onRcptTo), and the message is streamed into one queue
  * job per destination with its own Received header (onData). A 250 is sent only after every copy is committed,
