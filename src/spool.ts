@@ -5,10 +5,9 @@ import { SpoolWriterThread, type JobStarter } from './dirqueue/writer-thread';
 
 /**
  * The spool directory: one IPC::DirQueue queue per destination, and who writes its jobs.
- *  - inline (SPOOL_FSYNC=false, the default): synchronous system calls on the acceptor's event loop. On tmpfs or a
- *    warm disk a job's ~10 calls cost less than handing the job to another thread and back (measured in
- *    bench/RESULTS.md: ~20% less CPU per message, and no second V8 isolate per acceptor); a slow disk stalls the
- *    acceptor's sessions meanwhile.
+ *  - inline (SPOOL_FSYNC=false, the default): synchronous system calls on the acceptor's event loop: no second V8
+ *    isolate per acceptor (~12 MB each) and no hand-over of each job to another thread and back; a slow disk stalls
+ *    the acceptor's sessions meanwhile. CPU per message is about even with thread (bench/RESULTS.md).
  *  - thread: the spool writer thread runs the same calls off the event loop, so a slow disk stalls only the commits.
  *  - fsync (SPOOL_FSYNC=true): the in-process writer over fs/promises, whose calls run in libuv's thread pool: the
  *    disk's flush latency dominates, and the pool overlaps the flushes of concurrent messages where one thread
