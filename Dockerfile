@@ -55,4 +55,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "require('http').get({host:'127.0.0.1',port:Number(process.env.METRICS_PORT)||9725,path:'/healthz',timeout:4000},(r)=>process.exit(r.statusCode===200?0:1)).on('timeout',()=>process.exit(1)).on('error',()=>process.exit(1))"]
 # Exec form: node is the process that receives `docker stop`'s SIGTERM and drains sessions (SHUTDOWN_GRACE_MS,
 # default 10 s, so give docker stop more than that: --stop-timeout 20).
-CMD ["node", "dist/workers/cli.js", "start"]
+CMD ["node", "--max-semi-space-size=4", "dist/workers/cli.js", "start"]

@@ -21,6 +21,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import * as v8 from 'node:v8';
 import { scanQueueDir, type QueueScanResult } from '../src/metrics/queue-gauges';
+import { NODE_FLAGS } from '../src/primary/node-flags';
 
 const VARIANTS = ['readdir', 'for-await', 'scanQueueDir'] as const;
 type Variant = (typeof VARIANTS)[number];
@@ -194,7 +195,7 @@ async function runDaemon(spool: string, jobs: number, seconds: number): Promise<
   };
   const t0 = performance.now();
   // Its own process group, so the acceptors go too if the bench is interrupted.
-  const proc = spawn(process.execPath, [cli, 'start'], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...NODE_FLAGS, cli, 'start'], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let logs = '';
   proc.stdout.on('data', (d: Buffer) => (logs += d.toString()));
   proc.stderr.on('data', (d: Buffer) => (logs += d.toString()));

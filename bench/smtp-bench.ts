@@ -801,6 +801,15 @@ interface DaemonOpts {
   env?: Record<string, string>;
 }
 
+/**
+ * The V8 flags a build's launchers start its primary with (package.json start: src/primary/node-flags.ts), so the
+ * bench runs each build as an operator would; none for a build older than that module.
+ */
+function primaryNodeFlags(built: string): string[] {
+  const file = path.join(built, 'src', 'primary', 'node-flags.js');
+  return fs.existsSync(file) ? [...(require(file) as { NODE_FLAGS: readonly string[] }).NODE_FLAGS] : [];
+}
+
 class Daemon extends ClusterServer {
   private constructor(
     child: ChildProcess,
@@ -838,7 +847,7 @@ class Daemon extends ClusterServer {
       SPOOL_FSYNC: String(o.fsync),
       ...o.env,
     };
-    const { child, logFile } = ClusterServer.spawnLogged(dir, [path.join(built, 'workers', 'cli.js'), 'start'], { PATH: process.env.PATH, HOME: process.env.HOME, ...env });
+    const { child, logFile } = ClusterServer.spawnLogged(dir, [...primaryNodeFlags(built), path.join(built, 'workers', 'cli.js'), 'start'], { PATH: process.env.PATH, HOME: process.env.HOME, ...env });
     const d = new Daemon(child, port, dir, logFile, spoolDir, env);
     await d.waitListening(o.workers, 'spamtrapd');
     keepTls(spoolDir);
@@ -1951,7 +1960,7 @@ async function main(): Promise<number> {
     `node ${machine.node}, linux ${machine.kernel}, load ${machine.loadAvgAtStart.join(' ')}, spools under ${o.spoolBase}`);
   // -m is the only argument that differs between turns (warm-up, flood, storm, soak); each section prints its count.
   const sourceTemplate = `${tools.source} ${sourceArgs(0, 0, o.sessions, o.size).join(' ').replace('-m 0', '-m N').replace('127.0.0.1:0', '127.0.0.1:PORT')}`;
-  say(`  daemon: node ${path.join(built, 'workers', 'cli.js')} start; client: ${sourceTemplate}`);
+  say(`  daemon: node ${[...primaryNodeFlags(built), path.join(built, 'workers', 'cli.js')].join(' ')} start; client: ${sourceTemplate}`);
   const problems: string[] = [];
   const report: Record<string, unknown> = {
     machine,
@@ -1959,7 +1968,7 @@ async function main(): Promise<number> {
     commands: {
       smtpSource: sourceTemplate,
       smtpSink: `${tools.sink} -u nobody 127.0.0.1:PORT 4096`,
-      daemon: `node ${path.join(built, 'workers', 'cli.js')} start`,
+      daemon: `node ${[...primaryNodeFlags(built), path.join(built, 'workers', 'cli.js')].join(' ')} start`,
       daemonEnv: 'SMTP_HOST=127.0.0.1 WORKERS=N RDNS_TIMEOUT_MS=0 LOG_LEVEL=info SPOOL_FSYNC=false|true (storm: IDLE_TIMEOUT_MS=1800000 MAX_CONNECTIONS_PER_WORKER=idle+sessions+2000)',
     },
   };

@@ -21,8 +21,11 @@ tail_pid=''
 trap 'kill -TERM "$pid" ${tail_pid:+"$tail_pid"} 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/config"
 port=$((20000 + RANDOM % 20000)) metrics_port=$((port + 1))
+trap_cli=${TRAP:-$here/dist/workers/cli.js}
+# The primary's V8 flags, as the build's package.json start passes them (src/primary/node-flags.ts; none before it).
+read -r -a node_flags < <(node -p "try { require('$(dirname "$trap_cli")/../src/primary/node-flags.js').NODE_FLAGS.join(' ') } catch { '' }")
 env "$@" SMTP_HOST=127.0.0.1 SMTP_PORT=$port METRICS_HOST=127.0.0.1 METRICS_PORT=$metrics_port WORKERS=2 RDNS_TIMEOUT_MS=0 SPOOL_DIR="$work/spool" \
-  CONFIG_DIR="$work/config" node "${TRAP:-$here/dist/workers/cli.js}" start >"$work/log" 2>&1 &
+  CONFIG_DIR="$work/config" node "${node_flags[@]}" "$trap_cli" start >"$work/log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do [ "$(grep -c 'listening proc=acceptor' "$work/log")" -ge 2 ] && break; sleep 0.1; done
 

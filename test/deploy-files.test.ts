@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { loadConfigDir } from '../src/config/config-dir';
+import { NODE_FLAGS } from '../src/primary/node-flags';
 import { findHaproxy } from './helpers/haproxy';
 import { repoRoot } from './helpers/paths';
 
@@ -42,6 +43,28 @@ function unitDirectives(text: string): Map<string, string[]> {
   }
   return out;
 }
+
+describe('launchers', () => {
+  // The primary's V8 flags can only come from its command line (the forks get them from the primary).
+  const started = (argv: string[]) => {
+    const i = argv.findIndex((a) => /(^|\/)node$/.test(a));
+    assert.ok(i >= 0, `no node in ${argv.join(' ')}`);
+    const script = argv.findIndex((a) => a.endsWith('dist/workers/cli.js'));
+    assert.deepEqual(argv.slice(script + 1), ['start'], argv.join(' '));
+    return argv.slice(i + 1, script);
+  };
+
+  it('package.json start, the systemd unit and the Dockerfile start the primary with NODE_FLAGS', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    assert.deepEqual(started(pkg.scripts.start.split(' ')), [...NODE_FLAGS], 'package.json start');
+    const exec = unitDirectives(fs.readFileSync(UNIT, 'utf8')).get('Service.ExecStart') ?? [];
+    assert.equal(exec.length, 1);
+    assert.deepEqual(started(exec[0].split(' ')), [...NODE_FLAGS], 'systemd ExecStart');
+    const cmd = /^CMD (\[.*\])$/m.exec(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'));
+    assert.ok(cmd, 'Dockerfile CMD');
+    assert.deepEqual(started(JSON.parse(cmd[1]) as string[]), [...NODE_FLAGS], 'Dockerfile CMD');
+  });
+});
 
 describe('systemd unit', () => {
   const text = fs.readFileSync(UNIT, 'utf8');

@@ -7,6 +7,7 @@
 import { fork } from 'node:child_process';
 import cluster from 'node:cluster';
 import path from 'node:path';
+import { NODE_FLAGS } from './node-flags';
 
 /** What the primary needs of a forked process, whichever way it was forked. */
 export interface Child {
@@ -22,19 +23,12 @@ export interface Child {
 
 const WORKERS_DIR = path.join(__dirname, '..', '..', 'workers');
 
-/**
- * V8's young generation of an acceptor is held to 4 MiB per semi-space (Node's default lets it grow to 16): after a
- * 20,000-message flood the two acceptors held 282 MB with it against 318 MB without, for the same CPU per message
- * within noise (bench/RESULTS.md). Flags given to the primary come after, so an operator's own flag wins.
- */
-const ACCEPTOR_V8_FLAGS = ['--max-semi-space-size=4'];
-
 let clusterReady = false;
 
 export function forkAcceptor(slot: number, env: Record<string, string>): Child {
   if (!clusterReady) {
     cluster.schedulingPolicy = cluster.SCHED_NONE;
-    cluster.setupPrimary({ exec: path.join(WORKERS_DIR, 'acceptor.js'), execArgv: [...ACCEPTOR_V8_FLAGS, ...process.execArgv] });
+    cluster.setupPrimary({ exec: path.join(WORKERS_DIR, 'acceptor.js'), execArgv: [...NODE_FLAGS, ...process.execArgv] });
     clusterReady = true;
   }
   const w = cluster.fork({ ...env, SPAMTRAPD_SLOT: String(slot) });
@@ -52,7 +46,7 @@ export function forkAcceptor(slot: number, env: Record<string, string>): Child {
 }
 
 export function forkRelay(env: Record<string, string>): Child {
-  const c = fork(path.join(WORKERS_DIR, 'relay.js'), [], { env: { ...process.env, ...env, SPAMTRAPD_SLOT: 'relay' }, stdio: 'inherit' });
+  const c = fork(path.join(WORKERS_DIR, 'relay.js'), [], { execArgv: [...NODE_FLAGS, ...process.execArgv], env: { ...process.env, ...env, SPAMTRAPD_SLOT: 'relay' }, stdio: 'inherit' });
   return {
     pid: c.pid!,
     connected: () => c.connected,
