@@ -28,6 +28,20 @@ describe('HAProxy in front of the trap', () => {
     d?.cleanup();
   });
 
+  /** HAProxy listening on its frontend port with the trap as its only backend server, `backend` being that section's lines. */
+  function haproxyInFrontOfTrap(backend: string): Promise<Haproxy> {
+    return startHaproxy(
+      (ports, dir) => `${haproxyPreamble(dir)}
+frontend smtp
+  bind 127.0.0.1:${ports.frontend}
+  default_backend trap
+
+backend trap
+${backend}
+`,
+    );
+  }
+
   async function recorded(tag: string): Promise<{ remoteIp: string; received: string }> {
     const jobs = (await inspectSpool(d.spoolDir)).filter((j) => j.metadata.mail_from === `${tag}@spam.example`);
     assert.equal(jobs.length, 1, `one job for ${tag}`);
@@ -35,16 +49,8 @@ describe('HAProxy in front of the trap', () => {
   }
 
   test('send-proxy-v2 with smtpchk health checks in PROXY v2 LOCAL: the client is recorded, checks are not clients', { skip }, async () => {
-    h = await startHaproxy(
-      (ports, dir) => `${haproxyPreamble(dir)}
-frontend smtp
-  bind 127.0.0.1:${ports.frontend}
-  default_backend trap
-
-backend trap
-  option smtpchk HELO haproxy.test
-  server trap 127.0.0.1:${d.port} send-proxy-v2 check check-send-proxy inter 200ms fall 2 rise 1
-`,
+    h = await haproxyInFrontOfTrap(
+      `  option smtpchk HELO haproxy.test\n  server trap 127.0.0.1:${d.port} send-proxy-v2 check check-send-proxy inter 200ms fall 2 rise 1`,
     );
     try {
       // UP with L7OK: the check's HELO got its 250 through a PROXY v2 LOCAL connection.
@@ -72,16 +78,7 @@ backend trap
   test('plain layer-4 checks (no smtpchk, no check-send-proxy): never counted as clients', { skip }, async () => {
     // HAProxy resets such a check right after connecting, usually before the trap can even read the peer address
     // (counted as reset), sometimes after its PROXY v2 LOCAL header (a balancer connection) or before it (closed).
-    h = await startHaproxy(
-      (ports, dir) => `${haproxyPreamble(dir)}
-frontend smtp
-  bind 127.0.0.1:${ports.frontend}
-  default_backend trap
-
-backend trap
-  server trap 127.0.0.1:${d.port} send-proxy-v2 check inter 200ms fall 2 rise 1
-`,
-    );
+    h = await haproxyInFrontOfTrap(`  server trap 127.0.0.1:${d.port} send-proxy-v2 check inter 200ms fall 2 rise 1`);
     try {
       const start = await baselineCounters(d.metricsPort);
       const deadline = Date.now() + 10_000;
@@ -103,16 +100,7 @@ backend trap
   });
 
   test('send-proxy (v1): the client is recorded, not HAProxy', { skip }, async () => {
-    h = await startHaproxy(
-      (ports, dir) => `${haproxyPreamble(dir)}
-frontend smtp
-  bind 127.0.0.1:${ports.frontend}
-  default_backend trap
-
-backend trap
-  server trap 127.0.0.1:${d.port} send-proxy
-`,
-    );
+    h = await haproxyInFrontOfTrap(`  server trap 127.0.0.1:${d.port} send-proxy`);
     try {
       const start = await baselineCounters(d.metricsPort);
       const r = await proxiedMail(h.ports.frontend, Buffer.alloc(0), 'viahaproxyv1', { localAddress: '127.0.5.8' });

@@ -11,6 +11,7 @@ import { acceptorPids, type Daemon, startDaemon } from './helpers/daemon';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
 import { parseTmpName } from '../src/dirqueue';
 import { processExists } from '../src/pid';
+import { idMessage, idOfMessage } from './helpers/id-messages';
 import { dataOrphans, inspectSpool, tmpLeftovers } from './helpers/queues';
 import { tryConnect } from './helpers/sockets';
 import { splitReceived } from './helpers/stored-message';
@@ -18,24 +19,13 @@ import { sleep, waitFor } from './helpers/waiting';
 
 /** A message whose every byte depends on its id, so a stored copy can be compared with what was sent. */
 function messageFor(id: string): Buffer {
-  const lines = [`Message-Id: <${id}@crash>`, `Subject: crash ${id}`, ''];
-  let seed = 0;
-  for (const ch of id) seed = (seed * 31 + ch.charCodeAt(0)) >>> 0;
-  for (let i = 0; i < 20 + (seed % 40); i++) {
-    seed = (seed * 1103515245 + 12345) >>> 0;
-    // 8-bit bytes too: the queue must store bytes, not text.
-    const len = 10 + (seed % 70);
-    let line = '';
-    for (let k = 0; k < len; k++) line += String.fromCharCode(0x21 + ((seed >>> (k % 24)) + k * 7) % 0xd0);
-    lines.push(line.replace(/^\./, ','));
-  }
-  return Buffer.from(lines.join('\r\n') + '\r\n', 'latin1');
+  return idMessage(id, 'crash');
 }
 
 function idOf(data: Buffer): string {
-  const m = /Message-Id: <([^@>]+)@crash>/.exec(data.toString('latin1'));
-  assert.ok(m, 'stored message has its Message-Id');
-  return m[1];
+  const id = idOfMessage(data, 'crash');
+  assert.ok(id, 'stored message has its Message-Id');
+  return id;
 }
 
 /** Flood loops that record what was acknowledged with 250; stop() ends them. */
