@@ -16,6 +16,7 @@ import { parseControl } from '../src/dirqueue';
 import { repoRoot } from './helpers/paths';
 import { freePort } from './helpers/sockets';
 import { httpRequest } from './helpers/http';
+import { NODE_FLAGS } from '../src/primary/node-flags';
 
 const ROOT = repoRoot();
 const SCRIPT = path.join(ROOT, 'test', 'container', 'build-and-run.sh');
@@ -131,7 +132,7 @@ describe('Dockerfile', { skip: skip ?? false, timeout: 300_000 }, () => {
     const env = new Map((cfg.Env as string[]).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
     assert.equal(env.get('METRICS_HOST'), '0.0.0.0');
     assert.equal(env.get('SPOOL_DIR'), '/var/spool/spamtrapd');
-    assert.deepEqual(cfg.Cmd, ['node', 'dist/workers/cli.js', 'start']);
+    assert.deepEqual(cfg.Cmd, ['node', ...NODE_FLAGS, 'dist/workers/cli.js', 'start']);
   });
 
   it('ships production dependencies only', () => {
