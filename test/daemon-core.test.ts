@@ -9,11 +9,13 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
 import { fingerprintId } from '../src/intel/fingerprint';
+import { NODE_FLAGS } from '../src/primary/node-flags';
 import { VERSION } from '../src/version';
 import { startDaemon, type Daemon } from './helpers/daemon';
 import { RawSmtp, sendMail } from './helpers/smtp-client';
 import { freePort } from './helpers/sockets';
 import { drain } from './helpers/queues';
+import { waitFor } from './helpers/waiting';
 
 const RULES = `# every code rcpt_regexp knows
 /^ok\\@trap\\.test$/         OK Sure
@@ -84,6 +86,17 @@ describe('spamtrapd daemon', () => {
     await d?.destroy();
     d?.cleanup();
     await new Promise<void>((resolve) => mta?.close(() => resolve()));
+  });
+
+  test('the acceptors and the relay run with NODE_FLAGS, each flag once', async () => {
+    // The primary's own heap is sized by its launcher (test/deploy-files.test.ts); its forks get the list from it.
+    await waitFor('the relay started (a route forwards)', () => / relay_started proc=relay pid=\d+/.test(d.logs()));
+    const pids = [...d.logs().matchAll(/ info (?:listening proc=acceptor\d+|relay_started proc=relay) pid=(\d+)/g)].map((m) => Number(m[1]));
+    assert.equal(pids.length, 3, d.logs());
+    for (const pid of pids) {
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+      for (const flag of NODE_FLAGS) assert.equal(argv.filter((a) => a === flag).length, 1, `${flag} once in ${argv.join(' ')}`);
+    }
   });
 
   test('bad rcpt_regexp lines are reported with file:line and skipped, the rest load', async () => {

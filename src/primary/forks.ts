@@ -23,12 +23,17 @@ export interface Child {
 
 const WORKERS_DIR = path.join(__dirname, '..', '..', 'workers');
 
+/** NODE_FLAGS, then the primary's own flags (an operator's flag comes last and wins), each flag once. */
+function forkExecArgv(): string[] {
+  return [...NODE_FLAGS.filter((f) => !process.execArgv.includes(f)), ...process.execArgv];
+}
+
 let clusterReady = false;
 
 export function forkAcceptor(slot: number, env: Record<string, string>): Child {
   if (!clusterReady) {
     cluster.schedulingPolicy = cluster.SCHED_NONE;
-    cluster.setupPrimary({ exec: path.join(WORKERS_DIR, 'acceptor.js'), execArgv: [...NODE_FLAGS, ...process.execArgv] });
+    cluster.setupPrimary({ exec: path.join(WORKERS_DIR, 'acceptor.js'), execArgv: forkExecArgv() });
     clusterReady = true;
   }
   const w = cluster.fork({ ...env, SPAMTRAPD_SLOT: String(slot) });
@@ -46,7 +51,7 @@ export function forkAcceptor(slot: number, env: Record<string, string>): Child {
 }
 
 export function forkRelay(env: Record<string, string>): Child {
-  const c = fork(path.join(WORKERS_DIR, 'relay.js'), [], { execArgv: [...NODE_FLAGS, ...process.execArgv], env: { ...process.env, ...env, SPAMTRAPD_SLOT: 'relay' }, stdio: 'inherit' });
+  const c = fork(path.join(WORKERS_DIR, 'relay.js'), [], { execArgv: forkExecArgv(), env: { ...process.env, ...env, SPAMTRAPD_SLOT: 'relay' }, stdio: 'inherit' });
   return {
     pid: c.pid!,
     connected: () => c.connected,
