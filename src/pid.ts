@@ -41,8 +41,13 @@ export function ownStartTicks(): string | null {
   return ownStart;
 }
 
-/** Whether the writer named by pid and start ticks still runs: the same pid with another start time is not it. */
+/**
+ * Whether the writer named by pid and start ticks still runs: the same pid with another start time is not it. A pid
+ * whose /proc entry cannot be read while kill(0) still sees it (hidepid, another user's process) is not provably
+ * dead, so it counts as alive.
+ */
 export function writerAlive(pid: number, start: string | undefined): boolean {
-  if (start === undefined || !fs.existsSync('/proc/self/stat')) return processExists(pid);
-  return processStartTicks(pid) === start;
+  if (start === undefined || ownStartTicks() === null) return processExists(pid);
+  const ticks = processStartTicks(pid);
+  return ticks === null ? processExists(pid) : ticks === start;
 }

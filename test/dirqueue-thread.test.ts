@@ -79,6 +79,17 @@ describe('spool writer thread', () => {
     assert.deepEqual(tree(path.join(root, 'qa')), []);
   });
 
+  test('after close() every request fails with EWRITERTHREAD instead of hanging or starting a new thread', async () => {
+    const t = new SpoolWriterThread();
+    const job = await t.queue(path.join(root, 'qclosed')).begin();
+    await t.close();
+    await assert.rejects(job.write(Buffer.from('late')), (e: NodeJS.ErrnoException) => e.code === 'EWRITERTHREAD' && /closed/.test(e.message));
+    // begin() posts nothing (it rides on the job's first post): the job begun later fails at its commit.
+    const late = await t.queue(path.join(root, 'qclosed')).begin();
+    await assert.rejects(late.commit(), /closed/);
+    assert.deepEqual(tree(path.join(root, 'qclosed')), []);
+  });
+
   test('a message larger than the back-pressure mark is written whole', async () => {
     const job = await thread.queue(path.join(root, 'qbig')).begin();
     const chunk = Buffer.alloc(64 * 1024, 7);

@@ -1,7 +1,7 @@
 /**
  * Removes the tmp/ leftovers of writers that died mid-enqueue (IPC::DirQueue never cleans tmp/). Only files named
- * by our writer (`NAME0.spamtrapd.HOST.PIDsSTART.SEQ.data|ctrl`), from this host, whose pid is gone are touched; consumers'
- * `*.active` lock files and Perl writers' files never match that name. A file must also be older than minAgeMs,
+ * by our writer (`NAME0.spamtrapd.HOST.PIDsSTART.SEQ.data|ctrl`), from this host, whose writer (pid and start time)
+ * is gone are touched; consumers' `*.active` lock files and Perl writers' files never match that name. A file must also be older than minAgeMs,
  * unless its pid is one the caller saw exit (the primary forked every writer and saw each die): the age guard is for
  * pids nobody here knows (a writer in another pid namespace, a clock step).
  *

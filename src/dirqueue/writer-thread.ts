@@ -1,7 +1,7 @@
 /**
  * Runs DirQueueWriter on a thread of its own, over synchronous file-system calls (sync-fs.ts), and hands its
  * PendingJobs to the event loop as messages. Per message the loop then pays a few message-port posts instead of
- * about twelve libuv thread-pool round trips, and a slow disk stalls this thread, never the SMTP sessions.
+ * about ten libuv thread-pool round trips, and a slow disk stalls this thread, never the SMTP sessions.
  *
  * Ordering: the thread applies messages strictly in the order posted (one promise chain), so a job's writes land
  * in order and a reply (to a commit, an abort or a `ping`) proves everything posted before it written: that is
@@ -117,9 +117,15 @@ export class SpoolWriterThread {
 
   async close(): Promise<void> {
     this.closing = true;
+    // Nothing is answered after this: what still waits, and whatever is asked later, fails instead of hanging
+    // (or of starting a new thread).
+    this.dead ??= Object.assign(new Error('spool writer thread closed'), { code: 'EWRITERTHREAD' });
     const w = this.worker;
     this.worker = null;
     if (w) await w.terminate();
+    for (const p of [...this.waiting.values()]) p.reject(this.dead);
+    this.waiting.clear();
+    for (const b of this.backlog.splice(0)) b.reject(this.dead);
   }
 
   private fits(bytes: number): boolean {
