@@ -160,8 +160,12 @@ export function encodeHostForTmp(host: string): string {
 }
 
 export function tmpName(t: Omit<TmpName, 'kind'>, kind: TmpKind): string {
-  const writer = t.start === undefined ? `${t.pid}` : `${t.pid}s${t.start}`;
-  return `${t.base}.spamtrapd.${encodeHostForTmp(t.host)}.${writer}.${t.seq}.${kind}`;
+  return `${t.base}${tmpWriterPart(t.host, t.pid, t.start)}${t.seq}.${kind}`;
+}
+
+/** What a tmp name holds between the job's NAME0 and its sequence number: the same for every job one writer makes. */
+export function tmpWriterPart(host: string, pid: number, start: string | undefined): string {
+  return `.spamtrapd.${encodeHostForTmp(host)}.${start === undefined ? pid : `${pid}s${start}`}.`;
 }
 
 const TMP_RE = /^(\d\d\.\d{20}\.[A-Za-z0-9+_]+)\.spamtrapd\.([A-Za-z0-9._%-]+)\.(\d+)(?:s(\d+))?\.(\d+)\.(data|ctrl)$/;

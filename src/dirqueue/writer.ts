@@ -17,7 +17,7 @@ import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { ownStartTicks } from '../pid';
 import { Metadata, serializeControl, validateMetadata } from './control';
-import { Clock, dataLocation, dirqueueHash, name0, retryName, tmpName, checkPriority } from './names';
+import { Clock, dataLocation, dirqueueHash, name0, retryName, tmpWriterPart, checkPriority } from './names';
 
 /** The file-system calls the writer makes, injectable so tests can make any one of them fail. */
 export type DirQueueFs = Pick<typeof fsp, 'open' | 'link' | 'unlink' | 'mkdir' | 'lstat'>;
@@ -29,9 +29,10 @@ export interface DirQueueWriterOptions {
   fs?: DirQueueFs;
   now?: () => Clock;
   /**
-   * The pid that goes into HASH and into `.PID.RAND` retry names; default process.pid, read at every begin() as
-   * IPC::DirQueue reads $$. Tests set it to reproduce docs/dirqueue.md#a-worked-example. Tmp names always carry the
-   * real pid, since the sweep checks it with kill(0).
+   * The pid that goes into HASH and into `.PID.RAND` retry names; default process.pid (IPC::DirQueue reads $$ at
+   * every enqueue, but a Node process never changes its pid). Tests set it to reproduce
+   * docs/dirqueue.md#a-worked-example. Tmp names always carry the real pid and its start time, which the sweep
+   * checks.
    */
   pid?: number;
 }
@@ -108,13 +109,13 @@ export class DirQueueWriter {
   readonly fsync: boolean;
   private readonly fs: DirQueueFs;
   private readonly now: () => Clock;
-  private readonly namePid: number | undefined;
+  private readonly pid: number;
   /** Per-job strings that never change for this writer, made once (a trap writes thousands of jobs a second). */
-  private readonly tmpDir: string;
+  private readonly hash: string;
+  private readonly tmpPrefix: string;
+  private readonly tmpWriter: string;
   readonly queueDir: string;
   private readonly dataDirs = new Map<string, string>();
-  private tmpWriter: { pid: number; name: string } | null = null;
-  private hashFor: { pid: number; hash: string } | null = null;
 
   constructor(dir: string, opts: DirQueueWriterOptions = {}) {
     // QDFN must be absolute and valid for consumers whatever our cwd does later.
@@ -123,11 +124,13 @@ export class DirQueueWriter {
     this.fsync = opts.fsync ?? false;
     this.fs = opts.fs ?? fsp;
     this.now = opts.now ?? wallClockMicros;
-    this.namePid = opts.pid;
+    this.pid = opts.pid ?? process.pid;
     if (/[\0\n]/.test(this.dir) || /[\0\n]/.test(this.hostname)) {
       throw new Error('queue directory and host name must not contain NUL or newline (they go into control files)');
     }
-    this.tmpDir = path.join(this.dir, 'tmp');
+    this.hash = dirqueueHash(this.hostname, this.pid);
+    this.tmpPrefix = path.join(this.dir, 'tmp') + '/';
+    this.tmpWriter = tmpWriterPart(this.hostname, process.pid, ownStartTicks() ?? undefined);
     this.queueDir = path.join(this.dir, 'queue');
   }
 
@@ -143,17 +146,10 @@ export class DirQueueWriter {
     const priority = opts.priority ?? 50;
     checkPriority(priority);
     if (opts.metadata) validateMetadata(opts.metadata);
-    const pid = this.namePid ?? process.pid;
     const clock = this.now();
-    if (this.hashFor?.pid !== pid) this.hashFor = { pid, hash: dirqueueHash(this.hostname, pid) };
-    const base = name0(priority, clock, this.hashFor.hash);
-    // HASH and tmp names carry the pid read now, as IPC::DirQueue reads $$ at every enqueue (a fork changes it).
-    if (this.tmpWriter?.pid !== process.pid) {
-      const probe = tmpName({ base: '', host: this.hostname, pid: process.pid, start: ownStartTicks() ?? undefined, seq: 0 }, 'data');
-      this.tmpWriter = { pid: process.pid, name: probe.slice(0, probe.length - '0.data'.length) };
-    }
-    const tmp = `${this.tmpDir}/${base}${this.tmpWriter.name}${++tmpSeq}.`;
-    const job = new Job(this, { base, clock, pid, metadata: opts.metadata, tmpData: tmp + 'data', tmpCtrl: tmp + 'ctrl' });
+    const base = name0(priority, clock, this.hash);
+    const tmp = `${this.tmpPrefix}${base}${this.tmpWriter}${++tmpSeq}.`;
+    const job = new Job(this, { base, clock, pid: this.pid, metadata: opts.metadata, tmpData: tmp + 'data', tmpCtrl: tmp + 'ctrl' });
     await job.open();
     return job;
   }
