@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
+import { runTailCommand } from '../src/cli/tail';
 import { filedEvent, type FiledMessageEvent } from '../src/intel/events';
+import { waitFor } from './helpers/waiting';
 import {
   formatDroppedJson,
   formatDroppedLine,
@@ -170,5 +175,58 @@ describe('server-sent events framing', () => {
     assert.deepEqual(p.push('data: x\r'), []);
     assert.deepEqual(p.push('\n\r'), []);
     assert.deepEqual(p.push('\n'), [{ event: 'message', data: 'x' }]);
+  });
+});
+
+describe('spamtrapd tail, the client', () => {
+  it('stops reading while its stdout does not take lines, and prints every one once it does', async () => {
+    const total = 100_000; // ~20 MB: more than the loopback socket buffers hold, so the fake trap sees the stall
+    const line = (seq: number) => formatTailJson({ seq, at: 0, ip: '192.0.2.1', helo: 'h', mailFrom: 'a@b.example', recipients: ['t@trap.example'], queues: ['incoming'], size: 1, fingerprint: 'f' });
+    let serverSawBackpressure = false;
+    let seq = 0;
+    const sentSoFar = () => seq;
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+      const more = (): void => {
+        while (seq < total) {
+          if (!res.write(sseEvent('message', line(++seq)))) {
+            serverSawBackpressure = true;
+            res.once('drain', more);
+            return;
+          }
+        }
+        res.end();
+      };
+      more();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const held: Array<() => void> = [];
+    let lines = 0;
+    // A stdout that takes nothing until told to: its write() says false once 1 KiB waits.
+    const stdout = new Writable({ highWaterMark: 1024, write: (_chunk, _enc, cb) => void held.push(cb) });
+    const write = stdout.write.bind(stdout) as (s: string) => boolean;
+    stdout.write = ((s: string) => {
+      lines += s.split('\n').length - 1;
+      return write(s);
+    }) as typeof stdout.write;
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const done = runTailCommand(['--json'], { metricsHost: '127.0.0.1', metricsPort: port }, { stdout, stderr: { write: () => true }, interrupted: new Promise(() => undefined) });
+      await waitFor('the fake trap has to wait for the client', () => serverSawBackpressure, 10_000);
+      await new Promise((r) => setTimeout(r, 500));
+      const stalled = { lines, sent: sentSoFar() };
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(lines < total && sentSoFar() < total, `the client stopped taking events while stdout was full (${lines} printed, ${sentSoFar()} sent of ${total})`);
+      assert.deepEqual({ lines, sent: sentSoFar() }, stalled, 'nothing more is printed or sent while stdout holds its writes');
+      // Let stdout take everything: the stream resumes and every event is printed once.
+      const release = setInterval(() => held.splice(0).forEach((cb) => cb()), 1);
+      assert.equal(await done, 1, 'the stream ended (the fake trap closed it)');
+      clearInterval(release);
+      assert.equal(lines, total);
+    } finally {
+      held.splice(0).forEach((cb) => cb());
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });

@@ -56,14 +56,24 @@ export async function runTailCommand(argv: string[], cfg: Pick<TrapConfig, 'metr
   const parser = new SseParser();
   res.setEncoding('utf8');
   res.on('data', (text: string) => {
+    let full = false;
+    const print = (line: string) => {
+      if (!io.stdout.write(line + '\n')) full = true;
+    };
     for (const m of parser.push(text)) {
       if (m.event === 'dropped') {
         const n = Number(/^\{"dropped":(\d+)\}$/.exec(m.data)?.[1]);
-        if (Number.isSafeInteger(n)) io.stdout.write((json ? formatDroppedJson(n) : formatDroppedLine(n)) + '\n');
+        if (Number.isSafeInteger(n)) print(json ? formatDroppedJson(n) : formatDroppedLine(n));
       } else if (m.event === 'message') {
         const e = parseTailJson(m.data);
-        if (e) io.stdout.write((json ? m.data : formatTailLine(e)) + '\n');
+        if (e) print(json ? m.data : formatTailLine(e));
       }
+    }
+    // A slow stdout (a pager, a full pipe) stops the stream here, so the trap's per-reader bound and its dropped
+    // count apply, instead of this process buffering without end.
+    if (full) {
+      res.pause();
+      io.stdout.once('drain', () => res.resume());
     }
   });
   const ended = new Promise<string | null>((resolve) => {
