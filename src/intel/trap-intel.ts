@@ -123,7 +123,7 @@ export class TrapIntel {
     if (!same) this.setPolicy(settings);
   }
 
-  setPolicy(settings: PolicySettings): void {
+  private setPolicy(settings: PolicySettings): void {
     this.policySettings = settings;
     const dropped = this.keeper.setPolicy(listingPolicyOf(settings));
     this.log.info('listing_policy', {

@@ -6,6 +6,10 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HealthInfo, MetricsAggregator } from './primary';
 
+/**
+ * A handler for one path of the metrics port; it answers GET (and HEAD: Node leaves the body out by itself).
+ * `query` is the URL's query string, parsed.
+ */
 export type HttpRoute = (req: http.IncomingMessage, res: http.ServerResponse, query: URLSearchParams) => void;
 
 export interface MetricsServerOptions {

@@ -326,8 +326,3 @@ export class MetricsAggregator {
     this.queueGauges?.stop();
   }
 }
-
-/**
- * A handler for one path of the metrics port; it answers GET (and HEAD: Node leaves the body out by itself).
- * `query` is the URL's query string, parsed.
- */
